@@ -1,0 +1,1 @@
+"""Projections: how an outbox event becomes an effect somewhere else."""

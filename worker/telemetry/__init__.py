@@ -1,0 +1,1 @@
+"""Metrics, spans and logs exactly as shared/CONTRACT.md names them."""
