@@ -1,0 +1,72 @@
+"""Structured logs: one JSON object per line, the message for people, fields for machines.
+
+`trace_id` / `span_id` come from the span that is current when the line is written, so a log
+line and the span it describes share their ids. Absent values are omitted, never `null`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from opentelemetry import trace
+
+from worker.contract import OBS_SCHEMA
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+class JsonLogger:
+    def __init__(self, *, service: str, worker_id: str, env: str, stream: TextIO | None = None) -> None:
+        self.service = service
+        self.worker_id = worker_id
+        self.env = env
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def log(self, level: str, event: str, msg: str, **fields: Any) -> None:
+        record: dict[str, Any] = {
+            "ts": _now(),
+            "level": level,
+            "event": event,
+            "msg": msg,
+            "service": self.service,
+            "worker_id": self.worker_id,
+            "env": self.env,
+            "obs_schema": OBS_SCHEMA,
+        }
+        for key, value in fields.items():
+            if value is not None:
+                record[key] = _plain(value)
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            record["trace_id"] = trace.format_trace_id(ctx.trace_id)
+            record["span_id"] = trace.format_span_id(ctx.span_id)
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def info(self, event: str, msg: str, **fields: Any) -> None:
+        self.log("info", event, msg, **fields)
+
+    def warning(self, event: str, msg: str, **fields: Any) -> None:
+        self.log("warning", event, msg, **fields)
+
+    def error(self, event: str, msg: str, **fields: Any) -> None:
+        self.log("error", event, msg, **fields)
