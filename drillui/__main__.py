@@ -1,0 +1,5 @@
+import sys
+
+from drillui.cli import main
+
+sys.exit(main())

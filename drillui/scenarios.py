@@ -1,0 +1,312 @@
+"""The drill catalog: `scenarios.yaml` parsed into typed models.
+
+A drill is data: its fault, its workload, how long it runs, and the evidence it must show
+(metric changes, trace queries, log events, database probes). The runner executes any drill
+described here, so a user adds a drill by editing the YAML, with no code change, as long as it
+reuses existing fault types. Any mistake in the file is reported as one line naming the drill
+and the field (UsageError, exit 2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drillui.errors import UsageError
+
+DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "scenarios.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- faults (discriminated on `type`) -----------------------------------------------------
+
+
+class NoFault(_Model):
+    """No fault: a control run. Used by tests to prove every check can fail."""
+
+    type: Literal["none"]
+
+
+class EngineUnreachable(_Model):
+    """The search engine refuses connections (relay closed, container stopped, or a dead port)."""
+
+    type: Literal["engine_unreachable"]
+
+
+class Es429(_Model):
+    """The worker's own 429 injection knobs (OUTBOX_EXPERIMENT_ES_429_*)."""
+
+    type: Literal["es_429"]
+    every_n: int | None = Field(None, ge=1)
+    ratio: float | None = Field(None, ge=0, le=1)
+    ops: list[Literal["upsert", "delete"]] = ["upsert", "delete"]
+    seed: int | None = None
+
+
+class WriteBlock(_Model):
+    """`index.blocks.write=true` on the drill's index: every write is a 403."""
+
+    type: Literal["write_block"]
+
+
+class PoisonDocument(_Model):
+    """Bulk batch with documents the engine's own mapping rejects among good ones."""
+
+    type: Literal["poison_document"]
+    count: int = Field(1, ge=1)
+
+
+class ClaimContention(_Model):
+    """Non-atomic claim knob on every worker (OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP)."""
+
+    type: Literal["claim_contention"]
+    sleep: float = Field(1.0, gt=0, le=60)
+
+
+class KillHolder(_Model):
+    """The first worker is SIGKILLed while it holds a batch (slow-processing knob, short lease)."""
+
+    type: Literal["kill_holder"]
+    process_sleep: float = Field(5.0, gt=0)
+    lease_seconds: float = Field(2.0, gt=0)
+
+
+class DuplicateDelivery(_Model):
+    """The same effect delivered twice: a repeated delete, and a stale upsert."""
+
+    type: Literal["duplicate_delivery"]
+    stale_upsert: bool = True
+
+
+class ProjectionVersion(_Model):
+    """The same chronicle event projected under rule version 1, then 2."""
+
+    type: Literal["projection_version"]
+    versions: list[Literal[1, 2]] = [1, 2]
+
+
+Fault = Annotated[
+    NoFault | EngineUnreachable | Es429 | WriteBlock | PoisonDocument | ClaimContention | KillHolder | DuplicateDelivery | ProjectionVersion,
+    Field(discriminator="type"),
+]
+
+# ---- workload -------------------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class WorkerSpec(_Model):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    env: dict[str, str] = {}
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): str(x).lower() if isinstance(x, bool) else str(x) for k, x in v.items()}
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not an environment variable name")
+        return v
+
+
+class Workload(_Model):
+    projection: Literal["search_index_to_elastic", "chronicle"] = "search_index_to_elastic"
+    op: Literal["upsert", "delete"] = "upsert"
+    trigger_count: int = Field(1, ge=1, le=100_000)
+    bulk: bool = False
+    batch_size: int = Field(10, ge=1, le=10_000)
+    workers: list[WorkerSpec] = Field(default_factory=lambda: [WorkerSpec(name="worker")], min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Workload:
+        names = [w.name for w in self.workers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"worker names must be unique, got {names}")
+        return self
+
+
+# ---- expected evidence ------------------------------------------------------------------------
+
+_CHANGE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+class MetricCheck(_Model):
+    """A change between the before and after scrapes, summed over every worker."""
+
+    selector: str
+    change: str = Field(description="comparison of after - before, e.g. '>= 1' or '== 0'")
+    at: Literal["after", "recovered"] = "after"
+    promql: str | None = None
+    """What a person would type in Prometheus to watch the same signal."""
+
+    @field_validator("change")
+    @classmethod
+    def _change(cls, v: str) -> str:
+        if not _CHANGE.match(v):
+            raise ValueError(f"{v!r} is not a comparison like '>= 1' or '== 0'")
+        return v
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: str) -> str:
+        from drillui.sources.metrics import parse_selector
+
+        parse_selector(v)
+        return v
+
+    def compare(self, delta: float) -> bool:
+        m = _CHANGE.match(self.change)
+        assert m
+        op, ref = m.group(1), float(m.group(2))
+        return {
+            ">=": delta >= ref,
+            "<=": delta <= ref,
+            "==": abs(delta - ref) < 1e-9,
+            ">": delta > ref,
+            "<": delta < ref,
+        }[op]
+
+
+class TraceCheck(_Model):
+    """A span that must be found with the backend's query API, by one of the two pivots."""
+
+    operation: Literal["outbox.process", "projection.process_batch", "outbox.claim_batch", "outbox.reclaim"]
+    by: Literal["outbox_event_id", "claim_batch_id", "entity_id", "obs_schema"]
+    attributes: dict[str, str | int | bool] = {}
+    """Attributes the matching span must carry (compared as strings)."""
+    status: Literal["ERROR", "OK", "UNSET"] | None = None
+    min_spans: int = Field(1, ge=0)
+    max_spans: int | None = None
+
+
+class LogCheck(_Model):
+    """A log event that must appear, with fields; optionally joinable to a trace on trace_id."""
+
+    event: str
+    fields: dict[str, str | int | bool] = {}
+    require: list[str] = []
+    """Fields that must be present (any value), e.g. attempt, trace_id."""
+    min_count: int = Field(1, ge=0)
+    max_count: int | None = None
+    joined_on_trace: bool = False
+    """The line's trace_id must be a trace found by one of the drill's trace queries."""
+
+
+class DbCheck(_Model):
+    """A database probe recorded during the run."""
+
+    probe: Literal["trigger_status", "chronicle_versions", "document_versions"]
+    expect: str | list[Any]
+
+
+class Expect(_Model):
+    metrics: list[MetricCheck] = []
+    traces: list[TraceCheck] = []
+    logs: list[LogCheck] = []
+    db: list[DbCheck] = []
+
+
+class Step(_Model):
+    say: str
+    promql: str | None = None
+    trace_query: str | None = None
+
+
+class Drill(_Model):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    letter: str = Field(pattern=r"^[A-Z]$")
+    runbook: str
+    title: str
+    goal: str
+    fault: Fault
+    workload: Workload = Workload()
+    duration: float = Field(6.0, gt=0, le=600)
+    """Seconds the workers run with the fault armed."""
+    recovery_timeout: float = Field(15.0, ge=0, le=600)
+    """Seconds allowed, after the fault is reverted, for every trigger event to settle."""
+    expect: Expect
+    steps: list[Step] = []
+    recover: str = ""
+
+
+class Catalog(_Model):
+    version: Literal[1]
+    drills: list[Drill] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Catalog:
+        seen: set[str] = set()
+        for d in self.drills:
+            for key in (d.id, d.letter):
+                if key in seen:
+                    raise ValueError(f"{key!r} is used by two drills")
+                seen.add(key)
+        return self
+
+    def get(self, drill_id: str) -> Drill:
+        for d in self.drills:
+            if drill_id in (d.id, d.letter):
+                return d
+        known = ", ".join(f"{d.letter} {d.id}" for d in self.drills)
+        raise UsageError(f"no drill {drill_id!r} in the catalog", hint=f"known drills: {known}")
+
+
+def _where(data: Any, loc: tuple[Any, ...]) -> str:
+    """'drill es_down_connect: fault.type' from a pydantic error location."""
+    if len(loc) >= 2 and loc[0] == "drills" and isinstance(loc[1], int):
+        drills = data.get("drills") if isinstance(data, dict) else None
+        name = f"#{loc[1] + 1}"
+        if isinstance(drills, list) and loc[1] < len(drills) and isinstance(drills[loc[1]], dict):
+            name = str(drills[loc[1]].get("id", name))
+        # Discriminated unions put the tag in the path ("fault.engine_unreachable.x"): drop it.
+        rest = [str(p) for p in loc[2:] if not (isinstance(p, str) and p in _FAULT_TAGS and loc[2] == "fault")]
+        return f"drill {name}: {'.'.join(rest) or '(drill)'}"
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+_FAULT_TAGS = {
+    "none", "engine_unreachable", "es_429", "write_block", "poison_document", "claim_contention",
+    "kill_holder", "duplicate_delivery", "projection_version",
+}
+
+
+def parse_catalog(data: Any, *, source: str = "scenarios.yaml") -> Catalog:
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "union_tag_invalid":
+            msg = f"unknown fault type {err.get('input', {}).get('type')!r}; known: {', '.join(sorted(_FAULT_TAGS))}" if isinstance(err.get("input"), dict) else msg
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against the other drills)"
+        raise UsageError(f"{source}: {_where(data, tuple(err['loc']))}: {msg}") from None
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    p = path or DEFAULT_CATALOG
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read scenario file {p}: {exc.strerror}", hint="pass --scenarios PATH") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{p.name}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_catalog(data, source=p.name)
