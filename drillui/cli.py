@@ -101,12 +101,12 @@ def _print_verdict(verdict: object, as_json: bool) -> None:
     if as_json:
         print(json.dumps(verdict.to_json(), indent=2))
         return
-    width = max((len(c.description) for c in verdict.checks), default=20)
     print()
     print(f"{verdict.scenario} run {verdict.run_id}")
     for c in verdict.checks:
         mark = "PASS" if c.passed else "FAIL"
-        print(f"  [{mark}] {c.description:<{width}}  expected {c.expected}; observed {c.observed}")
+        print(f"  [{mark}] {c.description}")
+        print(f"         expected {c.expected}; observed {c.observed}")
     print(f"verdict: {'PASS' if verdict.passed else 'FAIL'}  evidence: {verdict.snapshot}")
 
 

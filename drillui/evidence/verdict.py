@@ -18,7 +18,7 @@ from drillui.evidence.snapshot import Snapshot
 from drillui.scenarios import DbCheck, Drill, LogCheck, MetricCheck, TraceCheck
 from drillui.sources.logs import LogRecord, parse_line
 from drillui.sources.metrics import MetricsSnapshot, delta
-from drillui.sources.traces import Span, parse_traces_body
+from drillui.sources.traces import Span, Trace, parse_legacy_traces, parse_v3_traces
 
 Kind = Literal["fault", "metric", "trace", "log", "db", "clean"]
 
@@ -89,18 +89,27 @@ def load_logs(snap: Snapshot) -> list[LogRecord]:
     return records
 
 
+def parse_traces_body(api: str, body: Any) -> list[Trace]:
+    if api == "api_v3":
+        # A 404 "No traces found" body is stored as returned: it simply holds no spans.
+        if isinstance(body, dict) and "result" not in body:
+            return []
+        return parse_v3_traces(body)
+    return parse_legacy_traces(body)
+
+
 def load_exports(snap: Snapshot) -> dict[str, list[Span]]:
     """Export name -> every span of every trace the backend returned for that query."""
     index = snap.read_json("_exports/_queries.json", [])
     out: dict[str, list[Span]] = {}
     for q in index:
         p = snap.path / "_exports" / q["file"]
-        if not p.exists():
-            out[q["name"]] = []
+        if not q.get("api") or not p.exists():
+            out.setdefault(q["name"], [])
             continue
         body = json.loads(p.read_text(encoding="utf-8")) if p.stat().st_size else None
         traces = parse_traces_body(q["api"], body) if body is not None else []
-        out[q["name"]] = [s for t in traces for s in t.spans]
+        out.setdefault(q["name"], []).extend(s for t in traces for s in t.spans)
     return out
 
 
@@ -188,7 +197,7 @@ def _log(check: LogCheck, records: list[LogRecord], trace_ids: set[str], armed_a
     if complete and armed_at is not None:
         ts = complete[0].timestamp
         if ts is not None:
-            first = max(0.0, ts - armed_at)
+            first = max(0.0, ts.timestamp() - armed_at)
     query = f"event={check.event}" + "".join(f" {k}={_str(v)}" for k, v in check.fields.items())
     return CheckResult(f"log:{check.event}", "log", desc, expected, observed, ok, query, first)
 

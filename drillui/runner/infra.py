@@ -1,0 +1,77 @@
+"""Where a drill runs: a stack already up on the state folder, or one started for the run.
+
+`drillui run` prefers a stack that `drillui stack up` (or the dashboard) already runs on the same
+state folder, and drives its engine through that stack's control endpoint; otherwise it starts
+the embedded stack for the duration of the run and stops it afterwards. Environment overrides
+(DATABASE_URL, ES_URL, JAEGER_URL, OTEL_EXPORTER_OTLP_ENDPOINT) point at real servers instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from drillui.faults.base import EngineSwitch
+from drillui.stack.stack import Endpoints, Stack, default_state_dir
+
+
+@dataclass
+class Infrastructure:
+    endpoints: Endpoints
+    engine: EngineSwitch | None
+    mode: str
+
+    def versions(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            info = httpx.get(self.endpoints.es_url + "/", timeout=2).json()
+            v = info.get("version", {})
+            out["engine"] = f"{v.get('distribution', 'elasticsearch')} {v.get('number', '?')}"
+            if info.get("cluster_name") == "osmem":
+                out["engine"] += " (osmem)"
+        except (httpx.HTTPError, ValueError) as exc:
+            out["engine"] = f"unknown ({type(exc).__name__})"
+        try:
+            with psycopg.connect(self.endpoints.database_url, connect_timeout=3) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+                out["postgres"] = row[0] if row else "?"
+        except psycopg.Error as exc:
+            out["postgres"] = f"unknown ({type(exc).__name__})"
+        return out
+
+
+@contextmanager
+def open_infrastructure(
+    state_dir: Path | None,
+    *,
+    env: Mapping[str, str] = os.environ,
+    on_status: Callable[[str], None] | None = None,
+) -> Iterator[Infrastructure]:
+    say = on_status or (lambda m: None)
+    folder = state_dir or default_state_dir(env)
+    running = Stack.attach(folder)
+    if running is not None:
+        say(f"using the stack already running on {folder} (pid {running.pid})")
+        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}")
+        return
+    began = time.monotonic()
+    say(f"starting the embedded stack in {folder}")
+    stack = Stack.start(folder, env=env)
+    try:
+        for part in stack.parts:
+            how = f"started in {part.seconds:.1f}s" if part.started else f"from {part.source}"
+            say(f"{part.name}: {how}{' (' + part.detail + ')' if part.detail else ''}")
+        say(f"stack ready in {time.monotonic() - began:.1f}s")
+        mode = "embedded (started for this run)" if all(p.started for p in stack.parts) else "mixed (environment overrides)"
+        yield Infrastructure(stack.endpoints, stack.engine_switch, mode)
+    finally:
+        stack.stop()
+        say("stack stopped")
