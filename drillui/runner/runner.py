@@ -446,8 +446,24 @@ def export_traces(
     limit: int = 20,
 ) -> list[dict[str, Any]]:
     """Query the trace backend for each trace check by the run's ids; write `_exports/`."""
-    client = JaegerClient(jaeger_url)
     index: list[dict[str, Any]] = []
+    with JaegerClient(jaeger_url) as client:
+        _export_with(client, snapshot, drill, pivots, start=start, wait=wait, limit=limit, index=index)
+    snapshot.write_json("_exports/_queries.json", index)
+    return index
+
+
+def _export_with(
+    client: JaegerClient,
+    snapshot: Snapshot,
+    drill: Drill,
+    pivots: dict[str, list[str]],
+    *,
+    start: datetime,
+    wait: float,
+    limit: int,
+    index: list[dict[str, Any]],
+) -> None:
     for check in drill.expect.traces:
         name = trace_check_name(check)
         values = pivots.get(check.by) or []
@@ -472,8 +488,6 @@ def export_traces(
             else:
                 entry.update(api=None, error=error)
             index.append(entry)
-    snapshot.write_json("_exports/_queries.json", index)
-    return index
 
 
 def _dump(body: Any) -> str:

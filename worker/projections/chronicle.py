@@ -74,7 +74,8 @@ class ChronicleProjection:
             },
         ).fetchone()
         if written is None:
-            return Outcome("noop", None, error="a newer event already wrote this entry")
+            # A newer event already wrote this entry: nothing to do, and nothing lost.
+            return Outcome("ok", None)
         return Outcome("ok", None)
 
     def apply_batch(self, rows: Sequence[OutboxRow]) -> list[Outcome]:
