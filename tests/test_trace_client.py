@@ -20,7 +20,7 @@ from opentelemetry.trace import Status, StatusCode
 from drillui.sources.traces import JaegerClient, Span, Trace, TraceQueryError
 from drillui.stack.tracestore import TraceStoreServer
 
-WIRE = Path("/work/shared/fixtures/wire")
+WIRE = Path(__file__).resolve().parent / "fixtures" / "wire"
 SERVICE = "wordloom-search-outbox-worker"
 BASE = "http://jaeger.test:16686"
 

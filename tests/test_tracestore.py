@@ -26,7 +26,7 @@ from drillui.stack.tracestore import (
     parse_rfc3339_nano,
 )
 
-WIRE = Path("/work/shared/fixtures/wire")
+WIRE = Path(__file__).resolve().parent / "fixtures" / "wire"
 PROTO = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
 EVER = {"query.start_time_min": "2000-01-01T00:00:00Z", "query.start_time_max": "2100-01-01T00:00:00.000000001Z"}
