@@ -219,7 +219,15 @@ class DrillRunner:
             wp.start()
         for wp in self.workers:
             url = wp.wait_ready()
-            self._say("starting", f"worker {wp.name} up (pid {wp.pid}, metrics {url})", worker=wp.name, pid=wp.pid)
+            self._say(
+                "starting",
+                f"worker {wp.name} up (pid {wp.pid}, metrics {url})",
+                worker=wp.name,
+                worker_id=wp.worker_id,
+                pid=wp.pid,
+                metrics_url=url,
+                log_path=str(wp.log_path),
+            )
 
     def _scrape(self, phase: str) -> None:
         assert self.snapshot is not None
@@ -241,7 +249,7 @@ class DrillRunner:
         self._armed = proof.armed
         self._mark("armed_at")
         if proof.armed:
-            self._say("armed", f"fault armed: {proof.evidence}")
+            self._say("armed", f"fault armed: {proof.evidence}", armed_at=self._timeline["armed_at"])
         else:
             self._say("failed", f"FAULT NOT ARMED: {proof.evidence}: the drill cannot show anything and fails")
 
@@ -289,7 +297,7 @@ class DrillRunner:
             raise
         self._fault_record["revert_proof"] = proof.to_json()
         self._mark("reverted_at")
-        self._say("recovering", f"fault reverted: {proof.evidence}")
+        self._say("recovering", f"fault reverted: {proof.evidence}", reverted_at=self._timeline["reverted_at"])
 
     def _recover(self, conn: psycopg.Connection[Any]) -> None:
         deadline = time.monotonic() + self.drill.recovery_timeout
@@ -431,7 +439,11 @@ class DrillRunner:
         self.snapshot.write_json("_timeline.json", self._timeline)
         verdict = evaluate(self.snapshot, self.drill)
         self.snapshot.write_json("_result.json", verdict.to_json())
-        self._say("verified" if verdict.passed else "failed", f"verdict: {'PASS' if verdict.passed else 'FAIL'}")
+        self._say(
+            "verified" if verdict.passed else "failed",
+            f"verdict: {'PASS' if verdict.passed else 'FAIL'}",
+            verdict=verdict.to_json(),
+        )
         return verdict
 
 
