@@ -1,0 +1,89 @@
+"""`drillui stack up`: run the embedded stack in a terminal until Ctrl-C or SIGTERM.
+
+Why a foreground command: the stack lives exactly as long as this process (every server stops by
+itself when it dies), so a trainer keeps it in one terminal and runs drills, psql or a worker in
+another. With `--json` the first stdout line is the endpoints, for scripts and tests that start
+the stack as a subprocess; everything else then goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from drillui.stack.stack import (
+    DATABASE_URL,
+    ES_URL,
+    JAEGER_URL,
+    OTLP_ENDPOINT,
+    Stack,
+    default_state_dir,
+)
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stack_up(state_dir: Path | None, json_out: bool) -> int:
+    """Start the stack, print its endpoints, wait for SIGINT/SIGTERM, stop it; return 0.
+
+    Expected failures raise DrillError subclasses (UsageError, StackAlreadyRunning, StackError).
+    Must run in the main thread (it installs signal handlers).
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before starting: a SIGTERM during the start must still end in a clean stop.
+    previous = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+    notes = sys.stderr if json_out else sys.stdout
+    try:
+        folder = state_dir if state_dir is not None else default_state_dir()
+        began = time.monotonic()
+        stack = Stack.start(folder)
+        total = time.monotonic() - began
+        try:
+            if json_out:
+                print(json.dumps(stack.endpoints.to_json()), flush=True)
+            _describe(stack, total, notes)
+            while not stop.wait(0.5):
+                pass
+            print("stopping the stack ...", file=notes, flush=True)
+        finally:
+            began = time.monotonic()
+            stack.stop()
+        print(f"stopped in {time.monotonic() - began:.2f} s", file=notes, flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _describe(stack: Stack, total: float, out: TextIO) -> None:
+    """The human summary: each endpoint, started or taken from the environment, and its time."""
+    endpoints = stack.endpoints
+    lines = [f"drillui stack on {stack.state_dir} (pid {os.getpid()}), ready in {total:.2f} s"]
+    urls = {"postgres": endpoints.database_url, "engine": endpoints.es_url}
+    for part in stack.parts:
+        how = f"started in {part.seconds:.2f} s" if part.started else f"from {part.source}"
+        if part.name == "traces":
+            lines.append(f"  traces    {how}")
+            lines.append(f"    OTLP    {endpoints.otlp_endpoint}/v1/traces")
+            lines.append(f"    Jaeger  {endpoints.jaeger_url}")
+        else:
+            lines.append(f"  {part.name:<9} {urls[part.name]}  ({how})")
+        if part.detail:
+            lines.append(f"    {part.detail}")
+    lines.append(f"  control   {stack.control_url}  (POST /engine/down, /engine/up)")
+    lines.append("In another terminal:")
+    lines.append(f"  export {DATABASE_URL}={endpoints.database_url} {ES_URL}={endpoints.es_url}")
+    lines.append(f"  export {OTLP_ENDPOINT}={endpoints.otlp_endpoint} {JAEGER_URL}={endpoints.jaeger_url}")
+    lines.append("Ctrl-C (or kill -TERM) stops everything.")
+    print("\n".join(lines), file=out, flush=True)

