@@ -107,6 +107,8 @@ def _print_verdict(verdict: object, as_json: bool) -> None:
         mark = "PASS" if c.passed else "FAIL"
         print(f"  [{mark}] {c.description}")
         print(f"         expected {c.expected}; observed {c.observed}")
+    for note in verdict.notes:
+        print(f"  note: {note}")
     print(f"verdict: {'PASS' if verdict.passed else 'FAIL'}  evidence: {verdict.snapshot}")
 
 

@@ -55,6 +55,8 @@ class WriteBlock(_Model):
     """`index.blocks.write=true` on the drill's index: every write is a 403."""
 
     type: Literal["write_block"]
+    requeue_on_recover: bool = True
+    """After lifting the block, requeue the failed rows (the failure-management loop)."""
 
 
 class PoisonDocument(_Model):
@@ -72,10 +74,11 @@ class ClaimContention(_Model):
 
 
 class KillHolder(_Model):
-    """The first worker is SIGKILLed while it holds a batch (slow-processing knob, short lease)."""
+    """The first worker is SIGKILLed while it holds a batch (slow-processing knob, short lease);
+    the second worker starts once the lease has expired and takes the rows back."""
 
     type: Literal["kill_holder"]
-    process_sleep: float = Field(5.0, gt=0)
+    process_sleep: float = Field(30.0, gt=0)
     lease_seconds: float = Field(2.0, gt=0)
 
 
@@ -150,6 +153,9 @@ class MetricCheck(_Model):
     selector: str
     change: str = Field(description="comparison of after - before, e.g. '>= 1' or '== 0'")
     at: Literal["after", "recovered"] = "after"
+    over: Literal["delta", "peak"] = "delta"
+    """delta: after - before summed over workers; peak: the highest value any worker reported
+    in the samples taken while the drill ran (for gauges such as the stuck count)."""
     promql: str | None = None
     """What a person would type in Prometheus to watch the same signal."""
 
@@ -189,6 +195,8 @@ class TraceCheck(_Model):
     attributes: dict[str, str | int | bool] = {}
     """Attributes the matching span must carry (compared as strings)."""
     status: Literal["ERROR", "OK", "UNSET"] | None = None
+    which: Literal["all", "first", "last"] = "all"
+    """Which of the run's pivot values to query: all of them, or the first / last seen."""
     min_spans: int = Field(1, ge=0)
     max_spans: int | None = None
 
@@ -209,8 +217,8 @@ class LogCheck(_Model):
 class DbCheck(_Model):
     """A database probe recorded during the run."""
 
-    probe: Literal["trigger_status", "chronicle_versions", "document_versions"]
-    expect: str | list[Any]
+    probe: Literal["trigger_status", "trigger_status_after", "chronicle_versions", "documents_latest"]
+    expect: str | bool | list[Any]
 
 
 class Expect(_Model):
@@ -218,6 +226,10 @@ class Expect(_Model):
     traces: list[TraceCheck] = []
     logs: list[LogCheck] = []
     db: list[DbCheck] = []
+    forbidden_labels: list[str] = []
+    """Labels no series of any worker may carry (e.g. projection_version: high cardinality)."""
+    report: list[str] = []
+    """Histogram families whose mean per worker is reported (not checked), e.g. claim vs process time."""
 
 
 class Step(_Model):

@@ -181,6 +181,7 @@ class Relay:
                     batch_size=self.batch_size,
                     claimed_count=len(claim.rows),
                     claim_batch_id=str(claim.claim_batch_id),
+                    outbox_event_ids=[str(r.id) for r in claim.rows],
                 )
             if claim.reclaimed:
                 self._record_reclaim(claim)

@@ -68,7 +68,7 @@ class WorkerSettings(BaseSettings):
     """OTLP/HTTP base URL; spans go to `<endpoint>/v1/traces`."""
     OTEL_SERVICE_NAME: str = DEFAULT_SERVICE_NAME
     OTEL_SDK_DISABLED: bool = False
-    CHRONICLE_PROJECTION_VERSION: Literal[1, 2] = 1
+    CHRONICLE_PROJECTION_VERSION: int = Field(1, ge=1, le=2)
     """Rule version the chronicle projection writes with."""
     ES_TIMEOUT: float = Field(5.0, gt=0, le=600)
     """Seconds before one engine request counts as a timeout."""

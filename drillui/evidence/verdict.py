@@ -17,7 +17,7 @@ from typing import Any, Literal
 from drillui.evidence.snapshot import Snapshot
 from drillui.scenarios import DbCheck, Drill, LogCheck, MetricCheck, TraceCheck
 from drillui.sources.logs import LogRecord, parse_line
-from drillui.sources.metrics import MetricsSnapshot, delta
+from drillui.sources.metrics import MetricsSnapshot, delta, histogram_mean
 from drillui.sources.traces import Span, Trace, parse_legacy_traces, parse_v3_traces
 
 Kind = Literal["fault", "metric", "trace", "log", "db", "clean"]
@@ -98,18 +98,21 @@ def parse_traces_body(api: str, body: Any) -> list[Trace]:
     return parse_legacy_traces(body)
 
 
-def load_exports(snap: Snapshot) -> dict[str, list[Span]]:
-    """Export name -> every span of every trace the backend returned for that query."""
+def load_exports(snap: Snapshot) -> dict[int, list[Span]]:
+    """Trace check index -> every span of every trace the backend returned for its queries."""
     index = snap.read_json("_exports/_queries.json", [])
-    out: dict[str, list[Span]] = {}
+    out: dict[int, list[Span]] = {}
+    parsed: dict[str, list[Span]] = {}
     for q in index:
+        spans = out.setdefault(int(q["check"]), [])
         p = snap.path / "_exports" / q["file"]
         if not q.get("api") or not p.exists():
-            out.setdefault(q["name"], [])
             continue
-        body = json.loads(p.read_text(encoding="utf-8")) if p.stat().st_size else None
-        traces = parse_traces_body(q["api"], body) if body is not None else []
-        out.setdefault(q["name"], []).extend(s for t in traces for s in t.spans)
+        if q["file"] not in parsed:
+            body = json.loads(p.read_text(encoding="utf-8")) if p.stat().st_size else None
+            traces = parse_traces_body(q["api"], body) if body is not None else []
+            parsed[q["file"]] = [s for t in traces for s in t.spans]
+        spans.extend(parsed[q["file"]])
     return out
 
 
@@ -120,10 +123,30 @@ def trace_check_name(check: TraceCheck) -> str:
 # ---- evaluating -----------------------------------------------------------------------------
 
 
+def load_samples(snap: Snapshot) -> list[dict[str, Any]]:
+    p = snap.path / "_metrics" / "samples.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _peak(check: MetricCheck, samples: list[dict[str, Any]], armed_at: float | None) -> CheckResult:
+    cid = f"metric:peak:{check.selector}"
+    desc = f"peak of {check.selector} while the drill ran {check.change}"
+    values = [(row["t"], row["worker"], float(row["values"][check.selector])) for row in samples if check.selector in row.get("values", {})]
+    if not values:
+        return CheckResult(cid, "metric", desc, check.change, "no samples recorded", False, check.promql or check.selector)
+    t, worker, peak = max(values, key=lambda v: v[2])
+    first = next((v for v in values if v[2] == peak), None)
+    seen = max(0.0, first[0] - armed_at) if first and armed_at is not None else None
+    observed = f"{peak:g} (on {worker}, {len(values)} samples)"
+    return CheckResult(cid, "metric", desc, check.change, observed, check.compare(peak), check.promql or check.selector, seen)
+
+
 def _metric(check: MetricCheck, before: dict[str, MetricsSnapshot], after: dict[str, MetricsSnapshot]) -> CheckResult:
     cid = f"metric:{check.selector}"
     desc = f"{check.selector} changes {check.change}"
-    if not after or not before:
+    if not after:
         return CheckResult(cid, "metric", desc, check.change, "no scrape recorded", False, check.promql or check.selector)
     total = 0.0
     parts: list[str] = []
@@ -158,7 +181,11 @@ def _str(v: Any) -> str:
 def _trace(check: TraceCheck, spans: list[Span], ids: dict[str, Any]) -> CheckResult:
     name = trace_check_name(check)
     attrs = ", ".join(f"{k}={_str(v)}" for k, v in check.attributes.items())
-    desc = f"span {check.operation} found by {check.by}" + (f" with {attrs}" if attrs else "")
+    which = {"all": "", "first": " (first)", "last": " (last)"}[check.which]
+    if check.max_spans == 0:
+        desc = f"no span {check.operation} for the {check.by}{which}: the trace is incomplete"
+    else:
+        desc = f"span {check.operation} found by {check.by}{which}" + (f" with {attrs}" if attrs else "")
     matching = [s for s in spans if _span_matches(s, check)]
     n = len(matching)
     ok = n >= check.min_spans and (check.max_spans is None or n <= check.max_spans)
@@ -168,7 +195,8 @@ def _trace(check: TraceCheck, spans: list[Span], ids: dict[str, Any]) -> CheckRe
         observed += f"; trace {matching[0].trace_id}"
     pivot = ids.get(check.by)
     query = f"operation={check.operation} tags={{\"wordloom.{check.by}\":\"{pivot}\"}}" if pivot else f"operation={check.operation}"
-    return CheckResult(f"trace:{name}", "trace", desc, expected, observed, ok, query)
+    suffix = f"[{attrs}]" if attrs else ""
+    return CheckResult(f"trace:{name}{suffix}", "trace", desc, expected, observed, ok, query)
 
 
 def _log(check: LogCheck, records: list[LogRecord], trace_ids: set[str], armed_at: float | None) -> CheckResult:
@@ -199,7 +227,8 @@ def _log(check: LogCheck, records: list[LogRecord], trace_ids: set[str], armed_a
         if ts is not None:
             first = max(0.0, ts.timestamp() - armed_at)
     query = f"event={check.event}" + "".join(f" {k}={_str(v)}" for k, v in check.fields.items())
-    return CheckResult(f"log:{check.event}", "log", desc, expected, observed, ok, query, first)
+    suffix = f"[{fields}]" if fields else ""
+    return CheckResult(f"log:{check.event}{suffix}", "log", desc, expected, observed, ok, query, first)
 
 
 def _db(check: DbCheck, probes: dict[str, Any]) -> CheckResult:
@@ -229,15 +258,27 @@ def evaluate(snap: Snapshot, drill: Drill) -> Verdict:
                     arm.get("evidence", "no proof recorded"), bool(arm.get("armed")))
     )
     before = load_metrics(snap, "before")
+    samples = load_samples(snap)
+    after_all: dict[str, MetricsSnapshot] = {}
     for phase in ("after", "recovered"):
         after = load_metrics(snap, phase)
+        after_all.update(after)
         for mc in drill.expect.metrics:
-            if mc.at == phase:
+            if mc.over == "peak":
+                if phase == "after":
+                    checks.append(_peak(mc, samples, armed_at))
+            elif mc.at == phase:
                 checks.append(_metric(mc, before, after))
+    for label in drill.expect.forbidden_labels:
+        carrying = sorted({s.name for m in after_all.values() for s in m.samples if label in s.labels})
+        checks.append(
+            CheckResult(f"labels:{label}", "metric", f"no metric carries a {label} label", "none",
+                        ", ".join(carrying) or f"none in {len(after_all)} scrape(s)", bool(after_all) and not carrying)
+        )
     exports = load_exports(snap)
     trace_ids: set[str] = set()
-    for tc in drill.expect.traces:
-        spans = exports.get(trace_check_name(tc), [])
+    for i, tc in enumerate(drill.expect.traces):
+        spans = exports.get(i, [])
         res = _trace(tc, spans, ids)
         checks.append(res)
         trace_ids.update(s.trace_id for s in spans if _span_matches(s, tc))
@@ -253,6 +294,7 @@ def evaluate(snap: Snapshot, drill: Drill) -> Verdict:
                         revert.get("evidence", ""), not revert.get("armed", True))
         )
     passed = all(c.passed for c in checks)
+    notes = _reports(drill, before, load_metrics(snap, "after"))
     return Verdict(
         scenario=drill.id,
         run_id=snap.run_id,
@@ -261,7 +303,20 @@ def evaluate(snap: Snapshot, drill: Drill) -> Verdict:
         snapshot=str(snap.path),
         key_figure=_key_figure(checks),
         duration_seconds=timeline.get("duration_seconds"),
+        notes=notes,
     )
+
+
+def _reports(drill: Drill, before: dict[str, MetricsSnapshot], after: dict[str, MetricsSnapshot]) -> list[str]:
+    """Informational figures (not checks): e.g. claim time vs processing time per worker."""
+    notes: list[str] = []
+    for family in drill.expect.report:
+        for worker, a in sorted(after.items()):
+            mean = histogram_mean(a, family, since=before.get(worker))
+            count = delta(before.get(worker, MetricsSnapshot.parse("")), a, f"{family}_count")
+            if mean is not None:
+                notes.append(f"{family} on {worker}: mean {mean * 1000:.1f} ms over {count:g} observation(s)")
+    return notes
 
 
 def _key_figure(checks: Iterable[CheckResult]) -> str:

@@ -1,16 +1,23 @@
 """The fault boundary: each fault is armed on entry, reverted on exit, and proves both.
 
 `arm` returns evidence read back from the real system (the engine refuses a connection, the
-setting reads back true): a fault that cannot prove it is armed makes the drill fail loudly
-before its clock starts, instead of producing a quiet, meaningless pass.
+setting reads back true, the killed worker's pid is gone): a fault that cannot prove it is armed
+makes the drill fail loudly before its clock starts, instead of producing a quiet pass.
+
+A driver acts on the run through `DrillHost` (the runner): it may write its own trigger events,
+start or kill workers, and record database probes. The runner owns the order; a driver only
+fills in the steps its fault needs.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import psycopg
 
 
 @dataclass(frozen=True)
@@ -27,32 +34,97 @@ class FaultProof:
 class EngineSwitch(Protocol):
     """Makes the search engine unreachable and reachable again (embedded relay, docker, ...)."""
 
-    managed: bool
+    @property
+    def managed(self) -> bool: ...
 
     def set_reachable(self, reachable: bool) -> None: ...
 
     def reachable(self) -> bool: ...
 
 
-@dataclass
-class FaultContext:
+class WorkerHandle(Protocol):
+    name: str
+    worker_id: str
+    log_path: Any
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def kill(self) -> None: ...
+
+    def stop(self, timeout: float = ...) -> int | None: ...
+
+
+class DrillHost(Protocol):
+    """What a fault driver may do to the run in progress."""
+
     es_url: str
     index: str
     engine: EngineSwitch | None
+    stop_requested: threading.Event
+    triggered: bool
+    trigger_ids: list[uuid.UUID]
+    worker_names: list[str]
+
+    @property
+    def trigger_count(self) -> int: ...
+
+    def db(self) -> psycopg.Connection[Any]: ...
+
+    def say(self, message: str) -> None: ...
+
+    def trigger(self) -> None:
+        """Write the drill's default trigger events (workload.trigger_count of workload.op)."""
+        ...
+
+    def insert(
+        self, op: str, entity_id: uuid.UUID, payload: Any = None, *, delay: float = 0.0, projection: str | None = None
+    ) -> uuid.UUID:
+        """Write one trigger event (tracked as part of the run); `delay` postpones its first attempt."""
+        ...
+
+    def worker(self, name: str) -> WorkerHandle: ...
+
+    def start_worker(self, name: str) -> WorkerHandle: ...
+
+    def wait_for(self, what: str, predicate: Any, timeout: float) -> bool:
+        """Poll `predicate()` until true, the timeout, or a stop request; says what it waits for."""
+        ...
+
+    def wait_settled(self, timeout: float) -> bool: ...
+
+    def probe(self, name: str, value: Any) -> None: ...
+
+    def log_events(self, worker: str, event: str) -> list[dict[str, Any]]: ...
 
 
-class FaultDriver(Protocol):
-    name: str
+class BaseDriver:
+    """Defaults: every worker starts at once, the default trigger, nothing during the window."""
+
+    name = "base"
 
     def worker_env(self, worker_index: int) -> dict[str, str]:
-        """Knobs the fault sets on the worker with this index (0 = first)."""
-        ...
+        return {}
 
-    def arm(self, ctx: FaultContext) -> FaultProof: ...
+    def initial_workers(self, names: list[str]) -> list[str]:
+        return names
 
-    def revert(self, ctx: FaultContext) -> FaultProof:
-        """Undo the fault; the proof says whether the system is back (armed=False when clean)."""
-        ...
+    def arm(self, host: DrillHost) -> FaultProof:
+        raise NotImplementedError
+
+    def trigger(self, host: DrillHost) -> None:
+        host.trigger()
+
+    def during(self, host: DrillHost, deadline: float) -> None:
+        """Act while the fault is armed; the runner then waits for the rest of the window."""
+
+    def revert(self, host: DrillHost) -> FaultProof:
+        raise NotImplementedError
+
+    def recover(self, host: DrillHost) -> None:
+        """After the revert, before the trigger events are waited on."""
 
 
 def probe_engine(es_url: str, timeout: float = 1.0) -> tuple[bool, str]:

@@ -4,6 +4,11 @@
 state folder, and drives its engine through that stack's control endpoint; otherwise it starts
 the embedded stack for the duration of the run and stops it afterwards. Environment overrides
 (DATABASE_URL, ES_URL, JAEGER_URL, OTEL_EXPORTER_OTLP_ENDPOINT) point at real servers instead.
+
+`DRILLUI_INFRA=docker` (the `--infra docker` flag) uses `docker-compose.infra.yml` instead: its
+published addresses (each overridable by the same variables), and "engine down" stops and starts
+the engine's container through the Docker Engine API. Nothing is started or stopped here: the
+user runs `docker compose` and the drills are the same.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from typing import Any
 import httpx
 import psycopg
 
+from drillui.errors import UsageError
 from drillui.faults.base import EngineSwitch
 from drillui.stack.stack import Endpoints, Stack, default_state_dir
+
+INFRA_ENV = "DRILLUI_INFRA"
+INFRA_CHOICES = ("embedded", "docker")
 
 
 @dataclass
@@ -56,6 +65,16 @@ def open_infrastructure(
     on_status: Callable[[str], None] | None = None,
 ) -> Iterator[Infrastructure]:
     say = on_status or (lambda m: None)
+    if infra_choice(env) == "docker":
+        infra = docker_infrastructure(env, say)
+        try:
+            yield infra
+        finally:
+            # The switch holds a connection pool to the Docker engine once it has been used.
+            close = getattr(infra.engine, "close", None)
+            if close is not None:
+                close()
+        return
     folder = state_dir or default_state_dir(env)
     running = Stack.attach(folder)
     if running is not None:
@@ -75,3 +94,23 @@ def open_infrastructure(
     finally:
         stack.stop()
         say("stack stopped")
+
+
+def infra_choice(env: Mapping[str, str] = os.environ) -> str:
+    """`embedded` (the default) or `docker`, from `DRILLUI_INFRA`; anything else is a UsageError."""
+    value = env.get(INFRA_ENV, "").strip().lower() or "embedded"
+    if value not in INFRA_CHOICES:
+        raise UsageError(f"{INFRA_ENV}={value} is not one of {', '.join(INFRA_CHOICES)}", hint=f"e.g. {INFRA_ENV}=docker")
+    return value
+
+
+def docker_infrastructure(env: Mapping[str, str], say: Callable[[str], None]) -> Infrastructure:
+    """The compose file's servers; the engine switch finds its container on first use."""
+    # Imported here: the docker SDK is only needed by those who choose the docker stack.
+    from drillui.stack.docker import DockerEngineSwitch, compose_endpoints, compose_project
+
+    endpoints = compose_endpoints(env)
+    switch = DockerEngineSwitch.from_env(endpoints.es_url, env)
+    project = compose_project(env)
+    say(f"using the docker infrastructure (compose project {project}): engine {endpoints.es_url}, Jaeger {endpoints.jaeger_url}")
+    return Infrastructure(endpoints, switch, f"docker (compose project {project})")

@@ -5,13 +5,15 @@ events -> run for the drill's bounded time -> scrape "after" -> revert the fault
 trigger events settle -> scrape "recovered" -> stop the workers -> query traces by the run's ids
 -> check the environment is clean -> write the evidence -> compute the verdict from the files.
 
-The CLI and the dashboard drive this same class; the dashboard just listens to its progress
-events from a worker thread. Whatever happens (an error, a stop request), the fault is
-reverted and the workers are stopped before `run` returns or raises.
+The CLI and the dashboard drive this same class; the dashboard listens to its progress events
+from a worker thread. Whatever happens (an error, a stop request), the fault is reverted and the
+workers are stopped before `run` returns or raises. Fault drivers fill in the steps their fault
+needs through the `DrillHost` methods below (write triggers, start or kill a worker, probe).
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import threading
 import time
@@ -28,12 +30,13 @@ import psycopg
 from drillui import __version__
 from drillui.errors import DrillError, StackError
 from drillui.evidence.snapshot import Snapshot, redact_env, redact_url
-from drillui.evidence.verdict import Verdict, evaluate, trace_check_name
-from drillui.faults.base import FaultContext, FaultProof
+from drillui.evidence.verdict import Verdict, evaluate, load_logs, trace_check_name
+from drillui.faults.base import EngineSwitch, FaultProof, probe_engine
 from drillui.faults.drivers import driver_for
 from drillui.runner.infra import Infrastructure
 from drillui.runner.workers import WorkerProcess
 from drillui.scenarios import Drill
+from drillui.sources.errors import SourceError
 from drillui.sources.metrics import MetricsScraper
 from drillui.sources.traces import JaegerClient, TraceQueryError
 from worker.contract import DEFAULT_SERVICE_NAME
@@ -43,7 +46,9 @@ Phase = Literal["preparing", "starting", "arming", "armed", "running", "recoveri
 
 TRACE_WAIT_SECONDS = 6.0
 MAX_PIVOTS = 5
+SAMPLE_INTERVAL_SECONDS = 0.25
 DRILL_CORRELATION_PREFIX = "drillui:"
+INDEX_MAPPING: dict[str, Any] = {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,38 @@ class DirtyState(DrillError):
     exit_code = 2
 
 
+class _Sampler:
+    """Scrapes every live worker a few times a second for the drill's peak checks."""
+
+    def __init__(self, runner: DrillRunner, selectors: list[str]) -> None:
+        self.runner = runner
+        self.selectors = selectors
+        self.rows: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="drill-sampler", daemon=True)
+
+    def start(self) -> None:
+        if self.selectors:
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_SECONDS):
+            for wp in list(self.runner.workers):
+                if not wp.alive() or wp.metrics_url is None:
+                    continue
+                try:
+                    with MetricsScraper(wp.metrics_url, timeout=1.0) as s:
+                        snap = s.scrape()
+                except SourceError:
+                    continue  # the worker is stopping or was killed: its absence is the evidence
+                self.rows.append({"t": snap.taken_at, "worker": wp.name, "values": {sel: snap.value(sel) for sel in self.selectors}})
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
 class DrillRunner:
     def __init__(
         self,
@@ -86,26 +123,34 @@ class DrillRunner:
         self.on_progress = on_progress or (lambda p: None)
         self.stop_requested = stop or threading.Event()
         self.fault = driver_for(drill.fault)
+        self.worker_names = [w.name for w in drill.workload.workers]
         self.workers: list[WorkerProcess] = []
         self.snapshot: Snapshot | None = None
+        self.triggered = False
+        self.trigger_ids: list[uuid.UUID] = []
+        self.entity_ids: list[uuid.UUID] = []
+        self._conn: psycopg.Connection[Any] | None = None
         self._t0 = time.monotonic()
         self._timeline: dict[str, Any] = {}
         self._fault_record: dict[str, Any] = {}
+        self._probes: dict[str, Any] = {}
         self._armed = False
-        self.trigger_ids: list[uuid.UUID] = []
-        self.entity_ids: list[uuid.UUID] = []
+        self._sampler = _Sampler(self, [m.selector for m in drill.expect.metrics if m.over == "peak"])
 
-    # ---- helpers ----------------------------------------------------------------------------
-
-    def _say(self, phase: Phase, message: str, **data: Any) -> None:
-        self.on_progress(Progress(phase, message, time.monotonic() - self._t0, data))
-
-    def _mark(self, name: str) -> None:
-        self._timeline[name] = time.time()
+    # ---- DrillHost: what fault drivers may use -------------------------------------------
 
     @property
-    def duration(self) -> float:
-        return self.options.duration if self.options.duration is not None else self.drill.duration
+    def es_url(self) -> str:
+        return self.infra.endpoints.es_url
+
+    @property
+    def engine(self) -> EngineSwitch | None:
+        return self.infra.engine
+
+    @property
+    def index(self) -> str:
+        assert self.snapshot is not None
+        return f"drillui-{self.drill.id}-{self.snapshot.run_id}".lower().replace("_", "-")
 
     @property
     def trigger_count(self) -> int:
@@ -116,12 +161,129 @@ class DrillRunner:
         return self.options.op or self.drill.workload.op
 
     @property
-    def index(self) -> str:
-        assert self.snapshot is not None
-        return f"drillui-{self.drill.id}-{self.snapshot.run_id}".lower().replace("_", "-")
+    def duration(self) -> float:
+        return self.options.duration if self.options.duration is not None else self.drill.duration
 
-    def _fault_ctx(self) -> FaultContext:
-        return FaultContext(es_url=self.infra.endpoints.es_url, index=self.index, engine=self.infra.engine)
+    def db(self) -> psycopg.Connection[Any]:
+        assert self._conn is not None
+        return self._conn
+
+    def say(self, message: str) -> None:
+        self._say(self._phase, message)
+
+    def trigger(self) -> None:
+        for n in range(self.trigger_count):
+            payload = {"title": f"drill {self.drill.id} event {n}", "n": n}
+            self.insert(self.op, uuid.uuid4(), payload)
+        self.triggered = True
+
+    def insert(
+        self, op: str, entity_id: uuid.UUID, payload: Any = None, *, delay: float = 0.0, projection: str | None = None
+    ) -> uuid.UUID:
+        assert self.snapshot is not None
+        eid = insert_event(
+            self.db(),
+            projection=projection or self.drill.workload.projection,
+            op=op,
+            entity_id=entity_id,
+            payload=payload,
+            correlation_id=f"{DRILL_CORRELATION_PREFIX}{self.snapshot.run_id}",
+        )
+        if delay:
+            self.db().execute("UPDATE outbox SET next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s", (delay, eid))
+        self.trigger_ids.append(eid)
+        if entity_id not in self.entity_ids:
+            self.entity_ids.append(entity_id)
+        self.triggered = True
+        self._timeline.setdefault("triggered_at", time.time())
+        self._say(self._phase, f"wrote {op} event {eid} (entity {entity_id})" + (f", due in {delay:g}s" if delay else ""),
+                  outbox_event_ids=[str(i) for i in self.trigger_ids])
+        return eid
+
+    def worker(self, name: str) -> WorkerProcess:
+        for wp in self.workers:
+            if wp.name == name:
+                return wp
+        raise KeyError(f"worker {name} has not been started")
+
+    def start_worker(self, name: str) -> WorkerProcess:
+        assert self.snapshot is not None
+        index = self.worker_names.index(name)
+        wp = WorkerProcess(name, self._worker_env(index, name), self.snapshot.log_path(name))
+        self.workers.append(wp)
+        wp.start()
+        url = wp.wait_ready()
+        self._say(
+            self._phase,
+            f"worker {wp.name} up (pid {wp.pid}, metrics {url})",
+            worker=wp.name,
+            worker_id=wp.worker_id,
+            pid=wp.pid,
+            metrics_url=url,
+            log_path=str(wp.log_path),
+        )
+        return wp
+
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> bool:
+        self.say(f"waiting for {what} (at most {timeout:g}s)")
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline or self.stop_requested.is_set():
+                self.say(f"gave up waiting for {what}")
+                return False
+            time.sleep(0.1)
+        return True
+
+    def statuses(self) -> dict[str, int]:
+        if not self.trigger_ids:
+            return {}
+        rows = self.db().execute(
+            "SELECT status, count(*) AS n FROM outbox WHERE id = ANY(%s) GROUP BY status", (self.trigger_ids,)
+        ).fetchall()
+        return {r["status"]: r["n"] for r in rows}
+
+    def wait_settled(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.statuses()
+            if counts and not counts.get("pending") and not counts.get("processing"):
+                return True
+            if time.monotonic() > deadline or self.stop_requested.is_set():
+                return False
+            time.sleep(0.1)
+
+    def probe(self, name: str, value: Any) -> None:
+        self._probes[name] = value
+
+    def log_events(self, worker: str, event: str) -> list[dict[str, Any]]:
+        assert self.snapshot is not None
+        out: list[dict[str, Any]] = []
+        for wp in self.workers:
+            if worker not in ("*", wp.name):
+                continue
+            try:
+                text = wp.log_path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("event") == event:
+                    out.append(rec)
+        return out
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    _phase: Phase = "preparing"
+
+    def _say(self, phase: Phase, message: str, **data: Any) -> None:
+        self._phase = phase
+        self.on_progress(Progress(phase, message, time.monotonic() - self._t0, data))
+
+    def _mark(self, name: str) -> None:
+        self._timeline[name] = time.time()
 
     # ---- the run ----------------------------------------------------------------------------
 
@@ -129,31 +291,37 @@ class DrillRunner:
         self.snapshot = Snapshot.create(self.options.snapshots, self.drill.id)
         self._mark("started_at")
         self._say("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}", snapshot=str(self.snapshot.path))
-        conn = connect(self.infra.endpoints.database_url)
+        self._conn = connect(self.infra.endpoints.database_url)
         try:
             try:
-                self._prepare(conn)
-                self._start_workers()
+                self._prepare()
+                self._say("starting", f"starting worker(s) {', '.join(self.fault.initial_workers(self.worker_names))}")
+                for name in self.fault.initial_workers(self.worker_names):
+                    self.start_worker(name)
                 self._scrape("before")
+                self._sampler.start()
                 self._arm()
                 if self._armed:
-                    self._trigger(conn)
-                    self._run_window(conn)
+                    self._window()
                     self._scrape("after")
+                    self._probes["trigger_status_after"] = self._trigger_statuses()
             finally:
                 self._revert()
-            if self._armed:
-                self._recover(conn)
+            if self._armed and not self.stop_requested.is_set():
+                self.fault.recover(self)
+                self._recover()
                 self._scrape("recovered")
-            self._probe(conn)
+            self._probe_final()
         finally:
+            self._sampler.stop()
             self._stop_workers()
-            conn.close()
+            self._conn.close()
         self._collect_traces()
         self._check_clean()
         return self._finish()
 
-    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+    def _prepare(self) -> None:
+        conn = self.db()
         ensure_schema(conn)
         projection = self.drill.workload.projection
         row = conn.execute(
@@ -170,19 +338,15 @@ class DrillRunner:
                 hint=f"run `drillui clean {self.drill.id}` or pass --force-clean",
             )
         if self.options.force_clean:
-            n = conn.execute(
-                "DELETE FROM outbox WHERE projection = %s AND status IN ('pending', 'processing') "
-                "AND correlation_id LIKE %s",
-                (projection, DRILL_CORRELATION_PREFIX + "%"),
-            ).rowcount
+            n = clean_outbox(conn, projection)
             if n:
                 self._say("preparing", f"removed {n} leftover drill event(s)")
         if projection == "search_index_to_elastic":
-            resp = httpx.put(
-                f"{self.infra.endpoints.es_url}/{self.index}",
-                json={"mappings": {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}},
-                timeout=5,
-            )
+            url = f"{self.es_url}/{self.index}"
+            try:
+                resp = httpx.put(url, json={"mappings": INDEX_MAPPING}, timeout=5)
+            except httpx.HTTPError as exc:
+                raise StackError(f"cannot reach the search engine at {self.es_url}: {exc}") from None
             if resp.status_code >= 300:
                 raise StackError(f"cannot create index {self.index}: HTTP {resp.status_code} {resp.text[:200]}")
             self._say("preparing", f"index {self.index} created")
@@ -199,6 +363,7 @@ class DrillRunner:
             "OUTBOX_BATCH_SIZE": str(self.options.bulk_size or w.batch_size),
             "OUTBOX_USE_ES_BULK": "1" if w.bulk else "0",
             "OUTBOX_WORKER_ID": f"{name}@{self.snapshot.run_id}",
+            "OUTBOX_POLL_INTERVAL": "0.2",
             "WORDLOOM_TRACING_ENABLED": "1",
             "OTEL_EXPORTER_OTLP_ENDPOINT": e.otlp_endpoint,
             "OTEL_SERVICE_NAME": DEFAULT_SERVICE_NAME,
@@ -206,34 +371,14 @@ class DrillRunner:
             "ENV": "drill",
         }
         env.update(self.fault.worker_env(index))
-        env.update(self.drill.workload.workers[index].env)
+        env.update(w.workers[index].env)
         return env
-
-    def _start_workers(self) -> None:
-        assert self.snapshot is not None
-        specs = self.drill.workload.workers
-        self._say("starting", f"starting {len(specs)} worker(s)")
-        for i, spec in enumerate(specs):
-            wp = WorkerProcess(spec.name, self._worker_env(i, spec.name), self.snapshot.log_path(spec.name))
-            self.workers.append(wp)
-            wp.start()
-        for wp in self.workers:
-            url = wp.wait_ready()
-            self._say(
-                "starting",
-                f"worker {wp.name} up (pid {wp.pid}, metrics {url})",
-                worker=wp.name,
-                worker_id=wp.worker_id,
-                pid=wp.pid,
-                metrics_url=url,
-                log_path=str(wp.log_path),
-            )
 
     def _scrape(self, phase: str) -> None:
         assert self.snapshot is not None
         if self.options.scrape_delay and phase != "before":
             time.sleep(self.options.scrape_delay)
-        single = len(self.drill.workload.workers) == 1
+        single = len(self.worker_names) == 1
         for wp in self.workers:
             if not wp.alive() or wp.metrics_url is None:
                 continue
@@ -244,7 +389,7 @@ class DrillRunner:
 
     def _arm(self) -> None:
         self._say("arming", f"arming fault {self.drill.fault.type}")
-        proof = self.fault.arm(self._fault_ctx())
+        proof = self.fault.arm(self)
         self._fault_record["arm"] = proof.to_json()
         self._armed = proof.armed
         self._mark("armed_at")
@@ -253,36 +398,22 @@ class DrillRunner:
         else:
             self._say("failed", f"FAULT NOT ARMED: {proof.evidence}: the drill cannot show anything and fails")
 
-    def _trigger(self, conn: psycopg.Connection[Any]) -> None:
-        assert self.snapshot is not None
-        corr = f"{DRILL_CORRELATION_PREFIX}{self.snapshot.run_id}"
-        for n in range(self.trigger_count):
-            entity = uuid.uuid4()
-            payload = {"title": f"drill {self.drill.id} event {n}", "n": n}
-            eid = insert_event(
-                conn, projection=self.drill.workload.projection, op=self.op, entity_id=entity, payload=payload, correlation_id=corr
-            )
-            self.trigger_ids.append(eid)
-            self.entity_ids.append(entity)
-        self._mark("triggered_at")
-        shown = ", ".join(str(i) for i in self.trigger_ids[:3]) + (" ..." if len(self.trigger_ids) > 3 else "")
-        self._say("running", f"wrote {len(self.trigger_ids)} {self.op} event(s): {shown}", outbox_event_ids=[str(i) for i in self.trigger_ids])
-
-    def _statuses(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
-        rows = conn.execute(
-            "SELECT status, count(*) AS n FROM outbox WHERE id = ANY(%s) GROUP BY status", (self.trigger_ids,)
-        ).fetchall()
-        return {r["status"]: r["n"] for r in rows}
-
-    def _run_window(self, conn: psycopg.Connection[Any]) -> None:
-        end = time.monotonic() + self.duration
+    def _window(self) -> None:
+        deadline = time.monotonic() + self.duration
         self._say("running", f"workers run with the fault armed for {self.duration:g}s")
-        while time.monotonic() < end:
-            if self.stop_requested.wait(min(1.0, max(0.0, end - time.monotonic()))):
+        if not self.triggered:
+            self.fault.trigger(self)
+        self.fault.during(self, deadline)
+        while time.monotonic() < deadline:
+            if self.trigger_ids and self.wait_settled(0):
+                # Every trigger event is done or failed: the evidence is in, end the window early.
+                self._say("running", f"all trigger events settled: {_fmt(self.statuses())}")
+                return
+            if self.stop_requested.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
                 self._say("failed", "stop requested: ending the drill early")
                 return
             alive = sum(w.alive() for w in self.workers)
-            counts = self._statuses(conn)
+            counts = self.statuses()
             self._say("running", f"{alive} worker(s) alive; trigger events {_fmt(counts)}", statuses=counts, alive=alive)
 
     def _revert(self) -> None:
@@ -290,48 +421,76 @@ class DrillRunner:
             return
         self._say("recovering", f"reverting fault {self.drill.fault.type}")
         try:
-            proof = self.fault.revert(self._fault_ctx())
-        except Exception as exc:  # noqa: BLE001 - recorded as a failed revert, then re-raised below
-            self._fault_record["revert"] = FaultProof(True, f"revert failed: {type(exc).__name__}: {exc}").to_json()
+            proof = self.fault.revert(self)
+        except Exception as exc:
+            # Recorded for the verdict and the next run's refusal, then raised: a fault that
+            # cannot be reverted must never pass quietly.
+            self._fault_record["revert_proof"] = FaultProof(True, f"revert failed: {type(exc).__name__}: {exc}").to_json()
             self._say("failed", f"COULD NOT REVERT the fault: {exc}: the environment is dirty")
             raise
         self._fault_record["revert_proof"] = proof.to_json()
         self._mark("reverted_at")
         self._say("recovering", f"fault reverted: {proof.evidence}", reverted_at=self._timeline["reverted_at"])
 
-    def _recover(self, conn: psycopg.Connection[Any]) -> None:
-        deadline = time.monotonic() + self.drill.recovery_timeout
-        while True:
-            counts = self._statuses(conn)
-            unsettled = counts.get("pending", 0) + counts.get("processing", 0)
-            if not unsettled:
-                self._say("recovering", f"all trigger events settled: {_fmt(counts)}", statuses=counts)
-                break
-            if time.monotonic() > deadline or self.stop_requested.is_set():
-                self._say("recovering", f"{unsettled} trigger event(s) still unsettled after {self.drill.recovery_timeout:g}s: {_fmt(counts)}")
-                break
-            time.sleep(0.2)
+    def _recover(self) -> None:
+        settled = self.wait_settled(self.drill.recovery_timeout)
+        counts = self.statuses()
+        if settled:
+            self._say("recovering", f"all trigger events settled: {_fmt(counts)}", statuses=counts)
+        else:
+            self._say("recovering", f"trigger events still unsettled after {self.drill.recovery_timeout:g}s: {_fmt(counts)}", statuses=counts)
         self._mark("recovered_at")
 
-    def _probe(self, conn: psycopg.Connection[Any]) -> None:
+    def _trigger_statuses(self) -> list[str]:
+        if not self.trigger_ids:
+            return []
+        rows = self.db().execute("SELECT status FROM outbox WHERE id = ANY(%s) ORDER BY seq", (self.trigger_ids,)).fetchall()
+        return [r["status"] for r in rows]
+
+    def _probe_final(self) -> None:
         assert self.snapshot is not None
-        probes: dict[str, Any] = {}
         if self.trigger_ids:
-            rows = conn.execute(
-                "SELECT id, status, attempts, last_reason, claim_batch_id FROM outbox WHERE id = ANY(%s) ORDER BY seq",
+            rows = self.db().execute(
+                "SELECT id, entity_id, op, seq, status, attempts, last_reason FROM outbox WHERE id = ANY(%s) ORDER BY seq",
                 (self.trigger_ids,),
             ).fetchall()
-            probes["trigger_status"] = [r["status"] for r in rows]
-            probes["trigger_rows"] = [
-                {"outbox_event_id": str(r["id"]), "status": r["status"], "attempts": r["attempts"], "last_reason": r["last_reason"]}
+            self._probes["trigger_status"] = [r["status"] for r in rows]
+            self._probes["trigger_rows"] = [
+                {"outbox_event_id": str(r["id"]), "entity_id": str(r["entity_id"]), "op": r["op"], "seq": r["seq"],
+                 "status": r["status"], "attempts": r["attempts"], "last_reason": r["last_reason"]}
                 for r in rows
             ]
-        self.snapshot.write_json("_probes.json", probes)
+            if self.drill.workload.projection == "search_index_to_elastic":
+                self._probes["documents_latest"], self._probes["documents"] = self._documents_latest(rows)
+        self.snapshot.write_json("_probes.json", self._probes)
+
+    def _documents_latest(self, rows: list[dict[str, Any]]) -> tuple[bool, list[dict[str, Any]]]:
+        """For each entity: does the engine hold exactly the effect of its latest applied event?"""
+        latest: dict[Any, dict[str, Any]] = {}
+        for r in rows:
+            if r["status"] == "done" and (r["entity_id"] not in latest or r["seq"] > latest[r["entity_id"]]["seq"]):
+                latest[r["entity_id"]] = r
+        report: list[dict[str, Any]] = []
+        ok = bool(latest)
+        for entity, r in latest.items():
+            try:
+                resp = httpx.get(f"{self.es_url}/{self.index}/_doc/{entity}", timeout=5)
+            except httpx.HTTPError as exc:
+                report.append({"entity_id": str(entity), "error": str(exc)})
+                ok = False
+                continue
+            found = resp.status_code == 200
+            version = resp.json().get("_version") if found else None
+            good = (not found) if r["op"] == "delete" else (found and version == r["seq"])
+            ok = ok and good
+            report.append({"entity_id": str(entity), "latest_op": r["op"], "latest_seq": r["seq"], "doc_found": found, "doc_version": version, "ok": good})
+        return ok, report
 
     def _stop_workers(self) -> None:
         for wp in self.workers:
+            was_alive = wp.alive()
             code = wp.stop()
-            if code is not None:
+            if was_alive:
                 self._say("collecting", f"worker {wp.name} stopped (exit {code})")
 
     # ---- traces -----------------------------------------------------------------------------
@@ -339,19 +498,19 @@ class DrillRunner:
     def _pivots(self) -> dict[str, list[str]]:
         """The ids to query by: the trigger events, and the claim batches that carried them."""
         assert self.snapshot is not None
-        from drillui.evidence.verdict import load_logs
-
         wanted = {str(i) for i in self.trigger_ids}
         batches: list[str] = []
-        for rec in load_logs(self.snapshot):
-            if rec.fields.get("outbox_event_id") in wanted:
+        for rec in sorted(load_logs(self.snapshot), key=lambda r: r.ts or ""):
+            carried = rec.fields.get("outbox_event_ids") or []
+            if rec.fields.get("outbox_event_id") in wanted or (isinstance(carried, list) and wanted.intersection(carried)):
                 b = rec.fields.get("claim_batch_id")
                 if b and b not in batches:
                     batches.append(b)
         return {
-            "outbox_event_id": [str(i) for i in self.trigger_ids][:MAX_PIVOTS],
-            "entity_id": [str(i) for i in self.entity_ids][:MAX_PIVOTS],
-            "claim_batch_id": batches[:MAX_PIVOTS],
+            "outbox_event_id": [str(i) for i in self.trigger_ids],
+            "entity_id": [str(i) for i in self.entity_ids],
+            "claim_batch_id": batches,
+            "obs_schema": ["labs-009-v2"],
         }
 
     def _collect_traces(self) -> None:
@@ -362,25 +521,25 @@ class DrillRunner:
             {
                 "outbox_event_id": pivots["outbox_event_id"][0] if pivots["outbox_event_id"] else None,
                 "claim_batch_id": pivots["claim_batch_id"][0] if pivots["claim_batch_id"] else None,
-                "outbox_event_ids": [str(i) for i in self.trigger_ids],
-                "entity_ids": [str(i) for i in self.entity_ids],
+                "entity_id": pivots["entity_id"][0] if pivots["entity_id"] else None,
+                "outbox_event_ids": pivots["outbox_event_id"],
+                "entity_ids": pivots["entity_id"],
                 "claim_batch_ids": pivots["claim_batch_id"],
                 "worker_ids": [w.worker_id for w in self.workers],
-                "index": self.index,
+                "index": self.index if self.drill.workload.projection == "search_index_to_elastic" else None,
             },
         )
         if not self.drill.expect.traces:
             return
         self._say("collecting", "querying traces by the run's ids")
-        export_traces(self.snapshot, self.drill, self.infra.endpoints.jaeger_url, pivots,
-                      start=datetime.fromtimestamp(self._timeline["started_at"], UTC) - timedelta(seconds=5),
-                      wait=TRACE_WAIT_SECONDS)
+        start = datetime.fromtimestamp(self._timeline["started_at"], UTC) - timedelta(seconds=5)
+        export_traces(self.snapshot, self.drill, self.infra.endpoints.jaeger_url, pivots, start=start, wait=TRACE_WAIT_SECONDS)
 
     # ---- end --------------------------------------------------------------------------------
 
     def _check_clean(self) -> None:
         problems: list[str] = []
-        ok, what = _engine_ok(self.infra.endpoints.es_url)
+        ok, what = probe_engine(self.es_url)
         if not ok:
             problems.append(f"engine unreachable ({what})")
         left = [w.name for w in self.workers if w.alive()]
@@ -392,11 +551,19 @@ class DrillRunner:
             ).fetchone()
             if row and row["n"]:
                 problems.append(f"{row['n']} trigger row(s) left processing")
+        if self.drill.fault.type == "write_block" and self.drill.workload.projection == "search_index_to_elastic":
+            from drillui.faults.drivers import read_write_block
+
+            try:
+                if read_write_block(self.es_url, self.index):
+                    problems.append(f"index.blocks.write still true on {self.index}")
+            except httpx.HTTPError as exc:
+                problems.append(f"cannot read the write block back: {exc}")
         revert = self._fault_record.get("revert_proof")
         if revert and revert.get("armed"):
             problems.append(f"fault still in force: {revert.get('evidence')}")
-        if "revert" not in self._fault_record:
-            self._fault_record["revert"] = FaultProof(bool(problems), "; ".join(problems) or f"clean: {what}; no worker left; no row processing").to_json()
+        summary = "; ".join(problems) or f"clean: {what}; no worker left; no trigger row processing"
+        self._fault_record["revert"] = FaultProof(bool(problems), summary).to_json()
         if problems:
             self._say("failed", "ENVIRONMENT NOT CLEAN: " + "; ".join(problems))
 
@@ -405,6 +572,10 @@ class DrillRunner:
         self._mark("finished_at")
         self._timeline["duration_seconds"] = round(self._timeline["finished_at"] - self._timeline["started_at"], 3)
         e = self.infra.endpoints
+        if self._sampler.rows:
+            with open(self.snapshot.path / "_metrics" / "samples.jsonl", "w", encoding="utf-8") as fh:
+                for row in self._sampler.rows:
+                    fh.write(json.dumps(row) + "\n")
         self.snapshot.write_json(
             "_recipe.json",
             {
@@ -422,8 +593,7 @@ class DrillRunner:
                     "scrape_delay": self.options.scrape_delay,
                 },
                 "workers": [
-                    {"name": w.name, "worker_id": w.worker_id, "env": redact_env({k: v for k, v in w.env.items()})}
-                    for w in self.workers
+                    {"name": w.name, "worker_id": w.worker_id, "env": redact_env(dict(w.env))} for w in self.workers
                 ],
                 "infrastructure": {
                     "mode": self.infra.mode,
@@ -447,6 +617,15 @@ class DrillRunner:
         return verdict
 
 
+def clean_outbox(conn: psycopg.Connection[Any], projection: str | None = None) -> int:
+    """Delete unfinished rows that drills wrote (never anyone else's events)."""
+    return conn.execute(
+        "DELETE FROM outbox WHERE status IN ('pending', 'processing') AND correlation_id LIKE %s "
+        "AND (%s::text IS NULL OR projection = %s)",
+        (DRILL_CORRELATION_PREFIX + "%", projection, projection),
+    ).rowcount
+
+
 def export_traces(
     snapshot: Snapshot,
     drill: Drill,
@@ -460,58 +639,48 @@ def export_traces(
     """Query the trace backend for each trace check by the run's ids; write `_exports/`."""
     index: list[dict[str, Any]] = []
     with JaegerClient(jaeger_url) as client:
-        _export_with(client, snapshot, drill, pivots, start=start, wait=wait, limit=limit, index=index)
+        done: dict[tuple[str, str], dict[str, Any]] = {}
+        for i, check in enumerate(drill.expect.traces):
+            name = trace_check_name(check)
+            values = pivots.get(check.by) or []
+            if check.which == "first":
+                values = values[:1]
+            elif check.which == "last":
+                values = values[-1:]
+            for value in values[:MAX_PIVOTS]:
+                if (name, value) in done:
+                    # Two checks on the same pivot share one query and its export file.
+                    index.append({**done[(name, value)], "check": i})
+                    continue
+                attr = f"wordloom.{check.by}"
+                res, error = _query_until_found(client, check.operation, attr, value, start=start, wait=wait if check.min_spans else 1.0, limit=limit)
+                file = f"{name}-{value}.json"
+                entry: dict[str, Any] = {"check": i, "name": name, "file": file, "operation": check.operation, "attributes": {attr: value}}
+                if res is not None:
+                    (snapshot.path / "_exports" / file).write_text(json.dumps(res.body, indent=1), encoding="utf-8")
+                    entry.update(api=res.api, url=res.url, status_code=res.status_code, traces=len(res.traces))
+                else:
+                    entry.update(api=None, error=error)
+                done[(name, value)] = entry
+                index.append(entry)
     snapshot.write_json("_exports/_queries.json", index)
     return index
 
 
-def _export_with(
-    client: JaegerClient,
-    snapshot: Snapshot,
-    drill: Drill,
-    pivots: dict[str, list[str]],
-    *,
-    start: datetime,
-    wait: float,
-    limit: int,
-    index: list[dict[str, Any]],
-) -> None:
-    for check in drill.expect.traces:
-        name = trace_check_name(check)
-        values = pivots.get(check.by) or []
-        for n, value in enumerate(values):
-            attr = "wordloom.obs_schema" if check.by == "obs_schema" else f"wordloom.{check.by}"
-            deadline = time.monotonic() + wait
-            while True:
-                end = datetime.now(UTC) + timedelta(seconds=5)
-                try:
-                    res = client.find_traces(DEFAULT_SERVICE_NAME, check.operation, {attr: value}, start=start, end=end, limit=limit)
-                    error = None
-                except TraceQueryError as exc:
-                    res, error = None, str(exc)
-                if (res is not None and res.traces) or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.3)
-            file = f"{name}-{n + 1}.json"
-            entry: dict[str, Any] = {"name": name, "file": file, "operation": check.operation, "attributes": {attr: value}}
-            if res is not None:
-                (snapshot.path / "_exports" / file).write_text(_dump(res.body), encoding="utf-8")
-                entry.update(api=res.api, url=res.url, status_code=res.status_code, traces=len(res.traces))
-            else:
-                entry.update(api=None, error=error)
-            index.append(entry)
-
-
-def _dump(body: Any) -> str:
-    import json
-
-    return json.dumps(body, indent=1)
-
-
-def _engine_ok(es_url: str) -> tuple[bool, str]:
-    from drillui.faults.base import probe_engine
-
-    return probe_engine(es_url)
+def _query_until_found(
+    client: JaegerClient, operation: str, attr: str, value: str, *, start: datetime, wait: float, limit: int
+) -> tuple[Any, str | None]:
+    deadline = time.monotonic() + wait
+    while True:
+        end = datetime.now(UTC) + timedelta(seconds=5)
+        try:
+            res = client.find_traces(DEFAULT_SERVICE_NAME, operation, {attr: value}, start=start, end=end, limit=limit)
+            error = None
+        except TraceQueryError as exc:
+            res, error = None, str(exc)
+        if (res is not None and res.traces) or time.monotonic() >= deadline:
+            return res, error
+        time.sleep(0.3)
 
 
 def _fmt(counts: dict[str, int]) -> str:
