@@ -107,3 +107,13 @@ def trace_store() -> Iterator[TraceStoreServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def drill_infra(db_url: str, es_url: str, engine: EmbeddedEngine, trace_store: TraceStoreServer) -> Iterator[Any]:
+    """An Infrastructure for the drill runner on the session's servers and a fresh database."""
+    from drillui.runner.infra import Infrastructure
+    from drillui.stack.stack import Endpoints, LocalEngineSwitch
+
+    url = trace_store.url.rstrip("/")
+    yield Infrastructure(Endpoints(db_url, es_url, url, url), LocalEngineSwitch(engine), "test")

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,14 @@ from drillui.evidence.verdict import Verdict, evaluate
 from drillui.runner.infra import Infrastructure
 from drillui.runner.runner import DrillRunner, Progress, RunOptions
 from drillui.scenarios import Drill, MetricCheck, NoFault, load_catalog
-from drillui.stack.engine import EmbeddedEngine
-from drillui.stack.stack import Endpoints, LocalEngineSwitch
-from drillui.stack.tracestore import TraceStoreServer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def infra(db_url: str, es_url: str, engine: EmbeddedEngine, trace_store: TraceStoreServer) -> Iterator[Infrastructure]:
-    url = trace_store.url.rstrip("/")
-    yield Infrastructure(Endpoints(db_url, es_url, url, url), LocalEngineSwitch(engine), "test")
+def infra(drill_infra: Infrastructure) -> Infrastructure:
+    return drill_infra
 
 
 @pytest.fixture

@@ -1,0 +1,61 @@
+"""Drills B-H end to end on the real embedded servers: each passes, and each fails without its fault.
+
+The failing twin is the proof that every drill's checks can fail: with the fault left out, the
+evidence the drill is about must be missing and the verdict must say so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from drillui.evidence.snapshot import Snapshot
+from drillui.evidence.verdict import evaluate
+from drillui.runner.infra import Infrastructure
+from drillui.runner.runner import DrillRunner, RunOptions
+from drillui.scenarios import NoFault, load_catalog
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog(ROOT / "scenarios.yaml")
+LETTERS = [d.letter for d in CATALOG.drills if d.letter != "A"]  # A has its own module
+
+# The checks that carry each drill's point: without the fault they must be among the failures.
+CORE_FAILURES = {
+    "B": 'metric:outbox_retry_scheduled_total{reason="es_429"}',
+    "C": 'metric:outbox_terminal_failed_total{reason="es_4xx"}',
+    "D": 'metric:outbox_es_bulk_requests_total{result="partial"}',
+    "E": "metric:outbox_owner_mismatch_skips_total",
+    "F": "metric:outbox_reclaimed_total",
+    "G": 'metric:outbox_idempotent_noop_total{op="delete",reason="es_404"}',
+    "H": "db:chronicle_versions",
+}
+
+
+@pytest.mark.parametrize("letter", LETTERS)
+def test_drill_passes_within_20s_and_verifies_offline(letter: str, drill_infra: Infrastructure, tmp_path: Path) -> None:
+    drill = CATALOG.get(letter)
+    began = time.monotonic()
+    verdict = DrillRunner(drill, drill_infra, RunOptions(snapshots=tmp_path)).run()
+    took = time.monotonic() - began
+    assert verdict.passed, json.dumps([c.__dict__ for c in verdict.checks if not c.passed], indent=1)
+    assert took <= 20, f"drill {letter} took {took:.1f}s"
+    run = Path(verdict.snapshot)
+    copy = tmp_path / "copied" / drill.id / run.name
+    shutil.copytree(run, copy)
+    again = evaluate(Snapshot.open(copy), drill)
+    assert [(c.id, c.passed, c.observed) for c in again.checks] == [(c.id, c.passed, c.observed) for c in verdict.checks]
+
+
+@pytest.mark.parametrize("letter", LETTERS)
+def test_drill_fails_when_its_fault_is_left_out(letter: str, drill_infra: Infrastructure, tmp_path: Path) -> None:
+    drill = CATALOG.get(letter)
+    control = drill.model_copy(update={"fault": NoFault(type="none"), "duration": min(drill.duration, 3.0)})
+    verdict = DrillRunner(control, drill_infra, RunOptions(snapshots=tmp_path)).run()
+    assert not verdict.passed
+    failed = {c.id for c in verdict.checks if not c.passed}
+    assert CORE_FAILURES[letter] in failed, failed
