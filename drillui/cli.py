@@ -3,8 +3,11 @@
     drillui                      open the dashboard (embedded stack by default)
     drillui stack up [--json]    run the embedded stack until Ctrl-C
     drillui list                 the drill menu with last verdicts
-    drillui run ID [...]         run one drill headless; exit 0 pass, 1 fail, 2 bad usage
+    drillui run ID|--all [...]   run drills headless; exit 0 pass, 1 fail, 2 bad usage
     drillui verify ID [--run R]  recompute a verdict from a snapshot folder, offline
+    drillui export ID [--run R]  query the trace backend again by the run's ids
+    drillui clean [ID]           revert what drills left behind; prune old snapshots
+    drillui failed list|requeue  the failure-management loop of drill C
 
 Every expected failure is a DrillError: printed as one line on stderr, exit code from the error.
 """
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drillui", description="Guided observability failure drills on an outbox worker.")
     p.add_argument("--state-dir", type=Path, help="stack state folder (default: $DRILLUI_STATE_DIR or a per-user folder)")
     p.add_argument("--scenarios", type=Path, help="drill catalog (default: ./scenarios.yaml, else the bundled one)")
+    p.add_argument("--infra", choices=["embedded", "docker"], help="embedded stack (default) or docker-compose.infra.yml (also $DRILLUI_INFRA)")
     sub = p.add_subparsers(dest="command")
 
     stack = sub.add_parser("stack", help="the embedded infrastructure")
@@ -65,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="the drill menu with last verdicts")
 
     run = sub.add_parser("run", help="run a drill headless")
-    run.add_argument("drill", help="drill id or letter, e.g. es_down_connect or A")
+    run.add_argument("drill", nargs="?", help="drill id or letter, e.g. es_down_connect or A")
+    run.add_argument("--all", action="store_true", help="run every drill of the catalog, then print a table")
     run.add_argument("--json", action="store_true", help="print the verdict as one JSON document on stdout")
     run.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root (default ./snapshots)")
     run.add_argument("--duration", type=_positive_float, help="seconds the fault stays armed")
@@ -81,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--run", help="run id (default: the latest)")
     verify.add_argument("--snapshots", type=Path, default=Path("snapshots"))
     verify.add_argument("--json", action="store_true")
+
+    export = sub.add_parser("export", help="query the trace backend again by a run's ids; writes _exports/")
+    export.add_argument("drill")
+    export.add_argument("--run", help="run id (default: the latest)")
+    export.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+    export.add_argument("--lookback", default="1h", help="how far back to search, e.g. 30m, 1h, 2d (default 1h)")
+    export.add_argument("--limit", type=_positive_int, default=20)
+    export.add_argument("--service", default=None, help="service name (default wordloom-search-outbox-worker)")
+
+    cl = sub.add_parser("clean", help="revert what drills left behind (engine, write blocks, workers, rows); prune snapshots")
+    cl.add_argument("drill", nargs="?", help="also prune this drill's snapshots")
+    cl.add_argument("--keep-last", type=int, default=None, help="keep the newest N snapshot folders of the drill")
+    cl.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+
+    failed = sub.add_parser("failed", help="rows in status failed: list them, requeue them")
+    fsub = failed.add_subparsers(dest="failed_command", required=True)
+    fl = fsub.add_parser("list", help="id, entity, reason, last error, attempts, age")
+    fl.add_argument("--projection", choices=["search_index_to_elastic", "chronicle"])
+    fl.add_argument("--limit", type=_positive_int, default=100)
+    fl.add_argument("--json", action="store_true")
+    fr = fsub.add_parser("requeue", help="send failed rows round again (after fixing the cause)")
+    fr.add_argument("ids", nargs="*", help="outbox event ids")
+    fr.add_argument("--all", action="store_true", help="every failed row")
     return p
 
 
@@ -117,7 +145,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from drillui.runner.runner import DrillRunner, Progress, RunOptions
     from drillui.scenarios import load_catalog
 
-    drill = load_catalog(_catalog_path(args)).get(args.drill)
+    catalog = load_catalog(_catalog_path(args))
+    if args.all == bool(args.drill):
+        raise UsageError("give one drill id or letter, or --all", hint="drillui list shows the menu")
+    drills = catalog.drills if args.all else [catalog.get(args.drill)]
     out = sys.stderr if args.json else sys.stdout
 
     def progress(p: Progress) -> None:
@@ -132,33 +163,160 @@ def cmd_run(args: argparse.Namespace) -> int:
         scrape_delay=args.scrape_delay,
         force_clean=args.force_clean,
     )
-    print(f"drill {drill.letter} {drill.id}: {drill.title}", file=out, flush=True)
+    verdicts = []
     with open_infrastructure(args.state_dir, on_status=lambda m: print(f"[  stack] {m}", file=out, flush=True)) as infra:
-        verdict = DrillRunner(drill, infra, options, on_progress=progress).run()
-    _print_verdict(verdict, args.json)
-    return 0 if verdict.passed else 1
+        for drill in drills:
+            print(f"drill {drill.letter} {drill.id}: {drill.title}", file=out, flush=True)
+            verdict = DrillRunner(drill, infra, options, on_progress=progress).run()
+            verdicts.append((drill, verdict))
+            if not args.all:
+                _print_verdict(verdict, args.json)
+    if args.all:
+        if args.json:
+            print(json.dumps([v.to_json() for _, v in verdicts], indent=2))
+        else:
+            print()
+            print(f"{'drill':<26} {'verdict':<8} {'time':>6}  key figure")
+            for drill, v in verdicts:
+                mark = "PASS" if v.passed else "FAIL"
+                took = f"{v.duration_seconds:.1f}s" if v.duration_seconds is not None else "-"
+                print(f"{drill.letter} {drill.id:<24} {mark:<8} {took:>6}  {v.key_figure}")
+            failed = [d.id for d, v in verdicts if not v.passed]
+            print(f"{len(verdicts) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 0 if all(v.passed for _, v in verdicts) else 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from drillui.evidence.snapshot import Snapshot, latest_run
+    from drillui.evidence.snapshot import Snapshot
     from drillui.evidence.verdict import evaluate
     from drillui.scenarios import load_catalog
 
     drill = load_catalog(_catalog_path(args)).get(args.drill)
-    if args.run:
-        path = args.snapshots / drill.id / args.run
-        if not path.is_dir():
-            raise UsageError(f"no run {args.run} under {args.snapshots / drill.id}")
-    else:
-        found = latest_run(args.snapshots, drill.id)
-        if found is None:
-            raise UsageError(f"no snapshot of {drill.id} under {args.snapshots}", hint=f"run `drillui run {drill.id}` first")
-        path = found
+    path = _run_folder(args, drill.id)
     snap = Snapshot.open(path)
     verdict = evaluate(snap, drill)
     snap.write_json("_result.json", verdict.to_json())
     _print_verdict(verdict, args.json)
     return 0 if verdict.passed else 1
+
+
+def _run_folder(args: argparse.Namespace, drill_id: str) -> Path:
+    from drillui.evidence.snapshot import latest_run
+
+    if args.run:
+        path = args.snapshots / drill_id / args.run
+        if not path.is_dir():
+            raise UsageError(f"no run {args.run} under {args.snapshots / drill_id}")
+        return path
+    found = latest_run(args.snapshots, drill_id)
+    if found is None:
+        raise UsageError(f"no snapshot of {drill_id} under {args.snapshots}", hint=f"run `drillui run {drill_id}` first")
+    return found
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if not m:
+        raise UsageError(f"--lookback {text!r} is not a duration like 30m, 1h or 2d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from drillui.evidence.snapshot import Snapshot
+    from drillui.runner.infra import open_infrastructure
+    from drillui.runner.runner import export_traces
+    from drillui.scenarios import load_catalog
+
+    drill = load_catalog(_catalog_path(args)).get(args.drill)
+    snap = Snapshot.open(_run_folder(args, drill.id))
+    ids = snap.read_json("_ids.json", {})
+    pivots = {
+        "outbox_event_id": ids.get("outbox_event_ids", []),
+        "entity_id": ids.get("entity_ids", []),
+        "claim_batch_id": ids.get("claim_batch_ids", []),
+        "obs_schema": ["labs-009-v2"],
+    }
+    start = datetime.now(UTC) - timedelta(seconds=_duration(args.lookback))
+    with open_infrastructure(args.state_dir) as infra:
+        index = export_traces(snap, drill, infra.endpoints.jaeger_url, pivots, start=start, limit=args.limit)
+    found = sum(int(q.get("traces") or 0) for q in index)
+    apis = sorted({str(q.get("api")) for q in index if q.get("api")})
+    print(f"exported {len(index)} quer(ies), {found} trace(s) found, answered by {', '.join(apis) or 'nothing'}: {snap.path / '_exports'}")
+    if not found:
+        print("note: the embedded trace store keeps spans in memory only: export right after the run, "
+              "or keep `drillui stack up` running across runs", file=sys.stderr)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from drillui.runner.cleanup import clean, prune_snapshots
+    from drillui.runner.infra import open_infrastructure
+    from drillui.scenarios import load_catalog
+
+    if args.keep_last is not None and args.keep_last < 0:
+        raise UsageError("--keep-last must be >= 0")
+    with open_infrastructure(args.state_dir) as infra:
+        done = clean(infra)
+    for line in done:
+        print(f"cleaned: {line}")
+    if not done:
+        print("nothing to clean: engine reachable, no write block, no leftover worker, no unfinished drill row")
+    if args.drill and args.keep_last is not None:
+        drill = load_catalog(_catalog_path(args)).get(args.drill)
+        pruned = prune_snapshots(args.snapshots, drill.id, args.keep_last)
+        print(f"pruned {len(pruned)} snapshot folder(s) of {drill.id}, kept the newest {args.keep_last}")
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    from drillui.runner.infra import open_infrastructure
+    from worker.db import connect, ensure_schema, queries
+
+    with open_infrastructure(args.state_dir) as infra, connect(infra.endpoints.database_url) as conn:
+        ensure_schema(conn)
+        if args.failed_command == "list":
+            rows = conn.execute(queries()["list_failed"], {"projection": args.projection, "limit": args.limit}).fetchall()  # type: ignore[arg-type]
+            if args.json:
+                print(json.dumps([{k: (str(v) if not isinstance(v, (int, float)) or isinstance(v, bool) else v) for k, v in r.items()} for r in rows], indent=2))
+                return 0
+            if not rows:
+                print("no failed rows")
+                return 0
+            print(f"{'outbox_event_id':<36}  {'entity_id':<36}  {'reason':<15} {'att':>3} {'age':>7}  last error")
+            for r in rows:
+                print(f"{r['id']!s:<36}  {r['entity_id']!s:<36}  {r['last_reason'] or '-':<15} {r['attempts']:>3} "
+                      f"{_age(float(r['age_seconds'])):>7}  {(r['last_error'] or '')[:80]}")
+            print(f"{len(rows)} failed row(s); requeue with `drillui failed requeue ID ...` or `--all` once the cause is fixed")
+            return 0
+        if args.all == bool(args.ids):
+            raise UsageError("give the ids to requeue, or --all")
+        import uuid as _uuid
+
+        try:
+            ids = [_uuid.UUID(i) for i in args.ids]
+        except ValueError as exc:
+            raise UsageError(f"not an outbox event id: {exc}") from None
+        rows = conn.execute(queries()["requeue_failed"], {"all": bool(args.all), "ids": ids}).fetchall()  # type: ignore[arg-type]
+        requeued = {r["id"] for r in rows}
+        print(f"requeued {len(requeued)} failed row(s)")
+        missing = [str(i) for i in ids if i not in requeued]
+        if missing:
+            print(f"not failed (left alone): {', '.join(missing)}", file=sys.stderr)
+        return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -190,7 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from drillui.ui.app import run_dashboard
 
             return run_dashboard(args.state_dir, _catalog_path(args))
-        handler = {"run": cmd_run, "verify": cmd_verify, "list": cmd_list, "stack": cmd_stack}[args.command]
+        if args.infra:
+            os.environ["DRILLUI_INFRA"] = args.infra
+        handler = {
+            "run": cmd_run,
+            "verify": cmd_verify,
+            "list": cmd_list,
+            "stack": cmd_stack,
+            "export": cmd_export,
+            "clean": cmd_clean,
+            "failed": cmd_failed,
+        }[args.command]
         return handler(args)
     except DrillError as exc:
         print(f"drillui: {exc}", file=sys.stderr)

@@ -33,6 +33,7 @@ from drillui.evidence.snapshot import Snapshot, redact_env, redact_url
 from drillui.evidence.verdict import Verdict, evaluate, load_logs, trace_check_name
 from drillui.faults.base import EngineSwitch, FaultProof, probe_engine
 from drillui.faults.drivers import driver_for
+from drillui.runner.cleanup import DRILL_CORRELATION_PREFIX, RUN_ENV_MARK, clean, find_dirt
 from drillui.runner.infra import Infrastructure
 from drillui.runner.workers import WorkerProcess
 from drillui.scenarios import Drill
@@ -47,7 +48,6 @@ Phase = Literal["preparing", "starting", "arming", "armed", "running", "recoveri
 TRACE_WAIT_SECONDS = 6.0
 MAX_PIVOTS = 5
 SAMPLE_INTERVAL_SECONDS = 0.25
-DRILL_CORRELATION_PREFIX = "drillui:"
 INDEX_MAPPING: dict[str, Any] = {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}
 
 
@@ -324,23 +324,15 @@ class DrillRunner:
         conn = self.db()
         ensure_schema(conn)
         projection = self.drill.workload.projection
-        row = conn.execute(
-            "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, "
-            "count(*) FILTER (WHERE status = 'processing') AS processing "
-            "FROM outbox WHERE projection = %s AND status IN ('pending', 'processing')",
-            (projection,),
-        ).fetchone()
-        assert row is not None
-        if (row["pending"] or row["processing"]) and not self.options.force_clean:
+        if self.options.force_clean:
+            for line in clean(self.infra):
+                self._say("preparing", f"clean: {line}")
+        dirt = find_dirt(self.infra, conn)
+        if dirt:
             raise DirtyState(
-                f"the outbox already has {row['pending']} pending and {row['processing']} processing "
-                f"{projection} row(s) from an earlier run",
+                "; ".join(d.what for d in dirt),
                 hint=f"run `drillui clean {self.drill.id}` or pass --force-clean",
             )
-        if self.options.force_clean:
-            n = clean_outbox(conn, projection)
-            if n:
-                self._say("preparing", f"removed {n} leftover drill event(s)")
         if projection == "search_index_to_elastic":
             url = f"{self.es_url}/{self.index}"
             try:
@@ -369,6 +361,7 @@ class DrillRunner:
             "OTEL_SERVICE_NAME": DEFAULT_SERVICE_NAME,
             "OTEL_SDK_DISABLED": "false",
             "ENV": "drill",
+            RUN_ENV_MARK: self.snapshot.run_id,
         }
         env.update(self.fault.worker_env(index))
         env.update(w.workers[index].env)
@@ -615,15 +608,6 @@ class DrillRunner:
             verdict=verdict.to_json(),
         )
         return verdict
-
-
-def clean_outbox(conn: psycopg.Connection[Any], projection: str | None = None) -> int:
-    """Delete unfinished rows that drills wrote (never anyone else's events)."""
-    return conn.execute(
-        "DELETE FROM outbox WHERE status IN ('pending', 'processing') AND correlation_id LIKE %s "
-        "AND (%s::text IS NULL OR projection = %s)",
-        (DRILL_CORRELATION_PREFIX + "%", projection, projection),
-    ).rowcount
 
 
 def export_traces(
