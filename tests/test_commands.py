@@ -1,0 +1,137 @@
+"""The runbook's verbs as a user types them: run --all, verify, export, clean, failed list/requeue."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from drillui.errors import DrillError
+from drillui.runner.cleanup import clean, find_dirt, prune_snapshots
+from drillui.runner.infra import Infrastructure
+from drillui.runner.runner import DirtyState, DrillRunner, RunOptions
+from drillui.scenarios import load_catalog
+from worker.db import connect, insert_event
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog(ROOT / "scenarios.yaml")
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ES_URL", "JAEGER_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "DRILLUI_INFRA")}
+    env["DRILLUI_STATE_DIR"] = str(tmp / "state")
+    return env
+
+
+def drillui(tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml"), *args],
+        env=_env(tmp), capture_output=True, text=True, timeout=timeout, cwd=tmp,
+    )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Path]:
+    """A `drillui stack up` in the background on its own state folder, so commands attach to it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drillui", "stack", "up", "--json"], env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert set(json.loads(line)) == {"database_url", "es_url", "otlp_endpoint", "jaeger_url"}
+    yield tmp_path
+    proc.terminate()
+    proc.wait(30)
+    proc.stdout.close()
+
+
+def test_run_all_from_a_fresh_folder_then_verify_export_list(stack: Path) -> None:
+    proc = drillui(stack, "run", "--all", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    verdicts = json.loads(proc.stdout)
+    assert [v["scenario"] for v in verdicts] == [d.id for d in CATALOG.drills]
+    assert all(v["verdict"] == "pass" for v in verdicts)
+    for d in CATALOG.drills:
+        [run] = list((stack / "snapshots" / d.id).iterdir())
+        for rel in ("_recipe.json", "_result.json", "_ids.json", "_fault.json", "_probes.json", "_exports/_queries.json"):
+            assert (run / rel).is_file(), f"{d.id}: {rel}"
+        assert list((run / "_logs").glob("*.log")) and list((run / "_metrics").glob("metrics-before*.txt"))
+
+    listed = drillui(stack, "list")
+    assert listed.returncode == 0 and listed.stdout.count("PASS") == len(CATALOG.drills)
+
+    # verify: offline, on a copied folder, with no server at all
+    shutil.copytree(stack / "snapshots", stack / "copy" / "snapshots")
+    offline = subprocess.run(
+        [sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml"), "verify", "C", "--json"],
+        env={"PATH": os.environ["PATH"], "HOME": str(stack)}, capture_output=True, text=True, timeout=60, cwd=stack / "copy",
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)["verdict"] == "pass"
+
+    # export: the running stack's trace store still holds the spans
+    exported = drillui(stack, "export", "A", "--lookback", "1h", "--limit", "5")
+    assert exported.returncode == 0, exported.stderr
+    assert "answered by api_v3" in exported.stdout and " 0 trace(s)" not in exported.stdout
+
+
+def test_failed_list_and_requeue(stack: Path) -> None:
+    run = drillui(stack, "run", "D")
+    assert run.returncode == 0, run.stdout[-2000:]
+    listed = drillui(stack, "failed", "list", "--json")
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 1 and rows[0]["last_reason"] == "es_4xx" and "mapper_parsing_exception" in rows[0]["last_error"]
+    bad = drillui(stack, "failed", "requeue", "not-a-uuid")
+    assert bad.returncode == 2 and "not an outbox event id" in bad.stderr
+    again = drillui(stack, "failed", "requeue", rows[0]["id"])
+    assert again.returncode == 0 and "requeued 1 failed row(s)" in again.stdout
+    assert drillui(stack, "failed", "list").stdout.startswith("no failed rows")
+
+
+def test_a_dirty_environment_is_refused_until_cleaned(drill_infra: Infrastructure, db_url: str, tmp_path: Path) -> None:
+    assert drill_infra.engine is not None
+    drill = CATALOG.get("B")
+    with connect(db_url) as conn:
+        insert_event(conn, projection="search_index_to_elastic", op="upsert", entity_id=uuid.uuid4(), correlation_id="drillui:crashed")
+    drill_infra.engine.set_reachable(False)  # a run that died with the engine down
+    with connect(db_url) as conn:
+        dirt = [d.what for d in find_dirt(drill_infra, conn)]
+    assert any("unreachable" in d for d in dirt) and any("1 pending" in d for d in dirt)
+    with pytest.raises(DirtyState) as refused:
+        DrillRunner(drill, drill_infra, RunOptions(snapshots=tmp_path)).run()
+    assert isinstance(refused.value, DrillError) and refused.value.exit_code == 2
+    assert "drillui clean" in str(refused.value)
+
+    done = clean(drill_infra)
+    assert "made the search engine reachable again" in done and any("removed 1" in d for d in done)
+    verdict = DrillRunner(drill, drill_infra, RunOptions(snapshots=tmp_path)).run()
+    assert verdict.passed
+
+
+def test_clean_lifts_a_write_block_left_behind(drill_infra: Infrastructure, es_url: str) -> None:
+    index = f"drillui-left-{uuid.uuid4().hex[:6]}"
+    httpx.put(f"{es_url}/{index}").raise_for_status()
+    httpx.put(f"{es_url}/{index}/_settings", json={"index": {"blocks": {"write": True}}}).raise_for_status()
+    with connect(drill_infra.endpoints.database_url) as conn:
+        assert any(index in d.what for d in find_dirt(drill_infra, conn))
+    assert f"lifted the write block on {index}" in clean(drill_infra)
+    with connect(drill_infra.endpoints.database_url) as conn:
+        assert not find_dirt(drill_infra, conn)
+    httpx.delete(f"{es_url}/{index}")
+
+
+def test_prune_keeps_the_newest(tmp_path: Path) -> None:
+    for name in ("20260101T000000", "20260102T000000", "20260103T000000"):
+        (tmp_path / "es_429" / name).mkdir(parents=True)
+    pruned = prune_snapshots(tmp_path, "es_429", 1)
+    assert [p.name for p in pruned] == ["20260101T000000", "20260102T000000"]
+    assert [p.name for p in (tmp_path / "es_429").iterdir()] == ["20260103T000000"]
