@@ -135,3 +135,23 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     pruned = prune_snapshots(tmp_path, "es_429", 1)
     assert [p.name for p in pruned] == ["20260101T000000", "20260102T000000"]
     assert [p.name for p in (tmp_path / "es_429").iterdir()] == ["20260103T000000"]
+
+
+def test_only_orphaned_drill_workers_count_as_leftovers() -> None:
+    from drillui.runner.cleanup import OWNER_ENV_MARK, RUN_ENV_MARK, leftover_workers
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)", "-m", "worker"]
+    orphan = subprocess.Popen(sleeper, env={**os.environ, RUN_ENV_MARK: "r1", OWNER_ENV_MARK: str(gone.pid)})
+    owned = subprocess.Popen(sleeper, env={**os.environ, RUN_ENV_MARK: "r2", OWNER_ENV_MARK: str(os.getpid())})
+    try:
+        import time
+
+        time.sleep(0.3)
+        pids = {p.pid for p in leftover_workers()}
+        assert orphan.pid in pids and owned.pid not in pids
+    finally:
+        for p in (orphan, owned):
+            p.kill()
+            p.wait()

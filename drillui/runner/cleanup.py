@@ -9,7 +9,6 @@ processes started with DRILLUI_RUN_ID in their environment.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from worker.db import connect, ensure_schema
 
 DRILL_CORRELATION_PREFIX = "drillui:"
 RUN_ENV_MARK = "DRILLUI_RUN_ID"
+OWNER_ENV_MARK = "DRILLUI_OWNER_PID"
 INDEX_PREFIX = "drillui-"
 
 
@@ -35,19 +35,22 @@ class Dirt:
 
 
 def leftover_workers() -> list[psutil.Process]:
-    """Worker processes a drill started whose drill is gone (their parent died)."""
+    """Worker processes a drill started whose drill process is gone.
+
+    Another drill running at the same time (a second terminal, the dashboard) owns live workers:
+    those are not dirt. Only workers whose owning drillui process has died are.
+    """
     found: list[psutil.Process] = []
-    me = os.getpid()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
         if "-m" not in cmd or "worker" not in cmd:
             continue
         try:
             env = proc.environ()
-            parent = proc.ppid()
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if RUN_ENV_MARK in env and parent != me:
+        owner = env.get(OWNER_ENV_MARK, "")
+        if RUN_ENV_MARK in env and not (owner.isdigit() and psutil.pid_exists(int(owner))):
             found.append(proc)
     return found
 

@@ -14,6 +14,7 @@ needs through the `DrillHost` methods below (write triggers, start or kill a wor
 from __future__ import annotations
 
 import json
+import os
 import platform
 import threading
 import time
@@ -33,7 +34,7 @@ from drillui.evidence.snapshot import Snapshot, redact_env, redact_url
 from drillui.evidence.verdict import Verdict, evaluate, load_logs, trace_check_name
 from drillui.faults.base import EngineSwitch, FaultProof, probe_engine
 from drillui.faults.drivers import driver_for
-from drillui.runner.cleanup import DRILL_CORRELATION_PREFIX, RUN_ENV_MARK, clean, find_dirt
+from drillui.runner.cleanup import DRILL_CORRELATION_PREFIX, OWNER_ENV_MARK, RUN_ENV_MARK, clean, find_dirt
 from drillui.runner.infra import Infrastructure
 from drillui.runner.workers import WorkerProcess
 from drillui.scenarios import Drill
@@ -362,6 +363,7 @@ class DrillRunner:
             "OTEL_SDK_DISABLED": "false",
             "ENV": "drill",
             RUN_ENV_MARK: self.snapshot.run_id,
+            OWNER_ENV_MARK: str(os.getpid()),
         }
         env.update(self.fault.worker_env(index))
         env.update(w.workers[index].env)
