@@ -47,10 +47,13 @@ def leftover_workers() -> list[psutil.Process]:
             continue
         try:
             env = proc.environ()
+            # Without the owner mark (an older drillui), the parent is the owner; an orphan is
+            # re-parented to init.
+            owner = env.get(OWNER_ENV_MARK) or str(proc.ppid())
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        owner = env.get(OWNER_ENV_MARK, "")
-        if RUN_ENV_MARK in env and not (owner.isdigit() and psutil.pid_exists(int(owner))):
+        alive = owner.isdigit() and int(owner) > 1 and psutil.pid_exists(int(owner))
+        if RUN_ENV_MARK in env and not alive:
             found.append(proc)
     return found
 

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
 import docker  # type: ignore[import-untyped]
@@ -188,13 +188,16 @@ class DockerEngineSwitch:
 
     def reachable(self) -> bool:
         """True when the container runs and the engine's port accepts a connection."""
+        return self.status() == "running" and self._port_accepts()
+
+    def status(self) -> str:
+        """The container's state as Docker reports it now: `running`, `exited`, `paused`..."""
         container = self.container()
         try:
             container.reload()
         except (DockerException, requests.RequestException) as exc:
             raise StackError(f"docker could not inspect the engine container {self.container_name}: {_docker_error(exc)}") from exc
-        running = bool((container.attrs.get("State") or {}).get("Running"))
-        return running and self._port_accepts()
+        return str((container.attrs.get("State") or {}).get("Status") or "unknown")
 
     # ---- the container
 
@@ -215,7 +218,7 @@ class DockerEngineSwitch:
             self._client.close()
         self._client = None
 
-    def __enter__(self) -> DockerEngineSwitch:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
