@@ -10,7 +10,6 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -100,7 +99,7 @@ class WorkerSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s):// URL such as http://127.0.0.1:9200")
         try:
-            parts.port
+            _ = parts.port  # raises on a port outside 0..65535
         except ValueError as exc:
             raise ValueError(f"bad port ({exc})") from None
         return v.rstrip("/")
