@@ -8,6 +8,7 @@
     drillui export ID [--run R]  query the trace backend again by the run's ids
     drillui clean [ID]           revert what drills left behind; prune old snapshots
     drillui failed list|requeue  the failure-management loop of drill C
+    drillui doctor [--json]      check the runbook's known malfunctions
 
 Every expected failure is a DrillError: printed as one line on stderr, exit code from the error.
 """
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trigger-count", type=_positive_int, help="how many trigger events to write")
     run.add_argument("--op", choices=["upsert", "delete"], help="op of the trigger events")
     run.add_argument("--bulk-size", type=_positive_int, help="claim batch size")
-    run.add_argument("--metrics-port", type=_port, help="accepted for runbook compatibility; workers pick free ports")
+    run.add_argument("--metrics-port", type=_port, help="first worker's /metrics port (the next workers take the following ports); default: free ports")
     run.add_argument("--scrape-delay", type=_positive_float, default=0.0, help="seconds to wait before the after scrapes")
     run.add_argument("--force-clean", action="store_true", help="remove leftover drill events before starting")
 
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("drill", nargs="?", help="also prune this drill's snapshots")
     cl.add_argument("--keep-last", type=int, default=None, help="keep the newest N snapshot folders of the drill")
     cl.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+
+    from drillui.doctor import add_doctor_arguments
+
+    doctor = sub.add_parser("doctor", help="check the runbook's known malfunctions; exit 1 if any check fails")
+    add_doctor_arguments(doctor)
 
     failed = sub.add_parser("failed", help="rows in status failed: list them, requeue them")
     fsub = failed.add_subparsers(dest="failed_command", required=True)
@@ -162,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bulk_size=args.bulk_size,
         scrape_delay=args.scrape_delay,
         force_clean=args.force_clean,
+        metrics_port=args.metrics_port,
     )
     verdicts = []
     with open_infrastructure(args.state_dir, on_status=lambda m: print(f"[  stack] {m}", file=out, flush=True)) as infra:
@@ -335,6 +342,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from drillui.doctor import cmd_doctor
+
+    return cmd_doctor(args)
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from drillui.stack.cli import stack_up
 
@@ -358,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "export": cmd_export,
             "clean": cmd_clean,
             "failed": cmd_failed,
+            "doctor": _cmd_doctor,
         }[args.command]
         return handler(args)
     except DrillError as exc:

@@ -69,6 +69,8 @@ class RunOptions:
     bulk_size: int | None = None
     scrape_delay: float = 0.0
     force_clean: bool = False
+    metrics_port: int | None = None
+    """First worker's /metrics port (e.g. one Prometheus scrapes); None picks free ports."""
 
 
 class DirtyState(DrillError):
@@ -365,6 +367,8 @@ class DrillRunner:
             RUN_ENV_MARK: self.snapshot.run_id,
             OWNER_ENV_MARK: str(os.getpid()),
         }
+        if self.options.metrics_port:
+            env["OUTBOX_METRICS_PORT"] = str(self.options.metrics_port + index)
         env.update(self.fault.worker_env(index))
         env.update(w.workers[index].env)
         return env

@@ -1,7 +1,8 @@
 """Worker processes of a drill: `python -m worker` children with their own env and log file.
 
-Each worker listens for metrics on a port it picks itself (OUTBOX_METRICS_PORT=0) and says which
-in its `metrics.listening` log line: no port race between picking and binding. stdout and stderr
+Each worker listens for metrics on a port it picks itself (OUTBOX_METRICS_PORT=0, unless the run
+asks for fixed ports a Prometheus scrapes) and says which in its `metrics.listening` log line: no
+port race between picking and binding. stdout and stderr
 both go to the worker's log file, so a crash's traceback sits next to its JSON lines.
 """
 
@@ -39,7 +40,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "OUTBOX_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "OUTBOX_METRICS_PORT": "0", **self.env, "PYTHONUNBUFFERED": "1"}
         self.worker_id = env.get("OUTBOX_WORKER_ID", self.name)
         env["OUTBOX_WORKER_ID"] = self.worker_id
         fh = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
