@@ -195,6 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from drillui.evidence.snapshot import Snapshot
+    from drillui.evidence.summary import write_summary
     from drillui.evidence.verdict import evaluate
     from drillui.scenarios import load_catalog
 
@@ -203,6 +204,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     snap = Snapshot.open(path)
     verdict = evaluate(snap, drill)
     snap.write_json("_result.json", verdict.to_json())
+    write_summary(snap, verdict)
     _print_verdict(verdict, args.json)
     return 0 if verdict.passed else 1
 

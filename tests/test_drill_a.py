@@ -45,7 +45,7 @@ def test_drill_a_passes_and_leaves_the_snapshot_of_the_contract(drill_a: Drill, 
 
     run = Path(verdict.snapshot)
     assert run.parent == tmp_path / "es_down_connect"
-    for rel in ("_recipe.json", "_metrics/metrics-before.txt", "_metrics/metrics-after.txt", f"_logs/worker-{run.name}.log", "_result.json", "_ids.json"):
+    for rel in ("_recipe.json", "_metrics/metrics-before.txt", "_metrics/metrics-after.txt", f"_logs/worker-{run.name}.log", "_result.json", "_ids.json", "_summary.md", "_progress.log"):
         assert (run / rel).is_file(), rel
     exports = [p for p in (run / "_exports").glob("*.json") if p.name != "_queries.json"]
     assert exports, "no trace export written"

@@ -31,6 +31,7 @@ import psycopg
 from drillui import __version__
 from drillui.errors import DrillError, StackError
 from drillui.evidence.snapshot import Snapshot, redact_env, redact_url
+from drillui.evidence.summary import write_summary
 from drillui.evidence.verdict import Verdict, evaluate, load_logs, trace_check_name
 from drillui.faults.base import EngineSwitch, FaultProof, probe_engine
 from drillui.faults.drivers import driver_for
@@ -283,7 +284,12 @@ class DrillRunner:
 
     def _say(self, phase: Phase, message: str, **data: Any) -> None:
         self._phase = phase
-        self.on_progress(Progress(phase, message, time.monotonic() - self._t0, data))
+        progress = Progress(phase, message, time.monotonic() - self._t0, data)
+        if self.snapshot is not None:
+            # The narration is evidence too: the folder must tell the story without a terminal.
+            with open(self.snapshot.path / "_progress.log", "a", encoding="utf-8") as fh:
+                fh.write(f"[{progress.elapsed:6.1f}s] {phase:<10} {message}\n")
+        self.on_progress(progress)
 
     def _mark(self, name: str) -> None:
         self._timeline[name] = time.time()
@@ -608,6 +614,7 @@ class DrillRunner:
         self.snapshot.write_json("_timeline.json", self._timeline)
         verdict = evaluate(self.snapshot, self.drill)
         self.snapshot.write_json("_result.json", verdict.to_json())
+        write_summary(self.snapshot, verdict)
         self._say(
             "verified" if verdict.passed else "failed",
             f"verdict: {'PASS' if verdict.passed else 'FAIL'}",
