@@ -59,3 +59,18 @@ def test_drill_fails_when_its_fault_is_left_out(letter: str, drill_infra: Infras
     assert not verdict.passed
     failed = {c.id for c in verdict.checks if not c.passed}
     assert CORE_FAILURES[letter] in failed, failed
+
+
+def test_a_fault_that_cannot_prove_it_is_armed_fails_loudly(drill_infra: Infrastructure, tmp_path: Path) -> None:
+    drill = CATALOG.get("E")
+    one_worker = drill.workload.model_copy(update={"workers": drill.workload.workers[:1]})
+    seen: list[str] = []
+    verdict = DrillRunner(
+        drill.model_copy(update={"workload": one_worker}), drill_infra, RunOptions(snapshots=tmp_path),
+        on_progress=lambda p: seen.append(p.message),
+    ).run()
+    assert not verdict.passed
+    [armed] = [c for c in verdict.checks if c.id == "fault:armed"]
+    assert not armed.passed and "contention needs two" in armed.observed
+    assert any(m.startswith("FAULT NOT ARMED") for m in seen)
+    assert not (Path(verdict.snapshot) / "_metrics" / "metrics-after.txt").exists()  # the clock never started
