@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,12 +32,19 @@ _FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_wri
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """One embedded PostgreSQL for the session, on 127.0.0.1."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", settings=_FAST_PG_SETTINGS)
+def pg() -> Iterator[EmbeddedPostgres]:
+    """One embedded PostgreSQL for the session, on 127.0.0.1.
+
+    Its data lives outside pytest's basetemp on purpose: pytest prunes old basetemp folders when
+    a newer session starts, and Postgres shuts itself down when its postmaster.pid vanishes, so
+    two test sessions on one machine would otherwise kill each other's server.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="drillui-test-pg-"))
+    server = EmbeddedPostgres(folder / "data", settings=_FAST_PG_SETTINGS)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _schema_hook() -> Callable[[psycopg.Connection[Any]], None] | None:
