@@ -280,3 +280,29 @@ def test_bad_setting_is_one_line_naming_the_variable_and_exit_2(env: dict[str, s
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_broken_database_connection_is_reopened(db_url: str) -> None:
+    [eid] = _insert(db_url, 1, op="delete")
+    h = make_relay(db_url, es_url="http://127.0.0.1:9")
+    reopened: list[bool] = []
+
+    def reconnect() -> None:
+        h.relay.store.conn = connect(db_url)
+        reopened.append(True)
+
+    h.relay.reconnect = reconnect
+    with connect(db_url) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    # Run the loop for half a second: the first claim fails on the dead connection, then the
+    # connection is reopened and the event is attempted.
+    threading.Timer(0.5, h.relay.stop.set).start()
+    h.relay.run()
+    try:
+        assert reopened
+        assert any(line["event"] == "outbox.claim_failed" for line in h.logs())
+        assert any(line["event"] == "db.reconnected" for line in h.logs())
+        assert _status(db_url, [eid])[eid]["status"] == "pending"  # retried, nothing lost
+    finally:
+        h.relay.store.conn.close()
+        h.close()

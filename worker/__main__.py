@@ -113,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         projection = SearchProjection(
             es_url=s.ES_URL, index=s.ES_INDEX, timeout=s.ES_TIMEOUT, bulk=s.OUTBOX_USE_ES_BULK, injector=injector, on_bulk=bulk_recorder(metrics)
         )
+    store = OutboxStore(conn, projection=s.OUTBOX_PROJECTION, worker_id=s.OUTBOX_WORKER_ID)
+
+    def reconnect() -> None:
+        fresh = connect(s.DATABASE_URL)
+        store.conn = fresh
+        if isinstance(projection, ChronicleProjection):
+            projection.conn = fresh
+
     relay = Relay(
-        store=OutboxStore(conn, projection=s.OUTBOX_PROJECTION, worker_id=s.OUTBOX_WORKER_ID),
+        store=store,
         projection=projection,
         metrics=metrics,
         tracer=tracing.tracer,
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         break_claim_sleep=s.OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP,
         process_sleep=s.OUTBOX_EXPERIMENT_PROCESS_SLEEP,
         stop=stop,
+        reconnect=reconnect,
     )
     log.info(
         "worker.started",
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         projection.close()
         tracing.shutdown()
-        conn.close()
+        store.conn.close()
         server.shutdown()
     log.info("worker.stopped", f"worker {s.OUTBOX_WORKER_ID} stopped cleanly after {batches} batch(es)", batches=batches)
     return 0

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,7 @@ class Relay:
         break_claim_sleep: float | None = None,
         process_sleep: float | None = None,
         stop: threading.Event | None = None,
+        reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.projection = projection
@@ -115,6 +116,7 @@ class Relay:
         self.break_claim_sleep = break_claim_sleep
         self.process_sleep = process_sleep
         self.stop = stop or threading.Event()
+        self.reconnect = reconnect
         self._gauges_at = 0.0
 
     # ---- loop -------------------------------------------------------------------------------
@@ -129,6 +131,7 @@ class Relay:
             except psycopg.Error as exc:
                 self.log.error("outbox.claim_failed", f"claim failed: {exc}", reason="db_error", error=str(exc)[:300], error_type=type(exc).__name__, projection=self.projection.name)
                 self.stop.wait(self.poll_interval)
+                self._reconnect_if_broken()
                 continue
             if not claim.rows:
                 self.stop.wait(self.poll_interval)
@@ -139,6 +142,17 @@ class Relay:
                 break
         self.refresh_gauges(force=True)
         return batches
+
+    def _reconnect_if_broken(self) -> None:
+        # A restarted or unreachable Postgres closes the connection for good: open a new one
+        # rather than fail every claim until the worker is restarted.
+        if self.reconnect is None or not self.store.conn.closed:
+            return
+        try:
+            self.reconnect()
+            self.log.info("db.reconnected", "reconnected to Postgres", projection=self.projection.name)
+        except psycopg.Error as exc:
+            self.log.warning("db.reconnect_failed", f"cannot reconnect to Postgres yet: {exc}", reason="db_error", error_type=type(exc).__name__)
 
     def refresh_gauges(self, force: bool = False) -> None:
         now = time.monotonic()
