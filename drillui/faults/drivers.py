@@ -7,7 +7,6 @@ killed pid is gone while its rows are still `processing`.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from typing import Any
@@ -28,6 +27,7 @@ from drillui.scenarios import (
     ProjectionVersion,
     WriteBlock,
 )
+from drillui.stack.postgres import pid_alive
 
 POISON_PAYLOAD: dict[str, Any] = {"title": "poison document", "n": "not-a-number"}
 """The drill index maps `n` as an integer: the engine's own mapping rejects this (a real 400)."""
@@ -222,7 +222,7 @@ class KillHolderDriver(BaseDriver):
         time.sleep(0.8)
         pid = victim.pid
         victim.kill()
-        gone = pid is not None and not _pid_alive(pid)
+        gone = pid is not None and not pid_alive(pid)
         row = host.db().execute(
             "SELECT count(*) AS n FROM outbox WHERE status = 'processing' AND claimed_by = %s", (self.victim_id,)
         ).fetchone()
@@ -350,16 +350,6 @@ def _settle_probe(es_url: str, *, want_reachable: bool, timeout: float = 5.0) ->
         if reachable == want_reachable or time.monotonic() > deadline:
             return reachable, what
         time.sleep(0.1)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def driver_for(fault: Fault) -> BaseDriver:
