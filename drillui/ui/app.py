@@ -1,0 +1,273 @@
+"""The dashboard app: owns the infrastructure and the running drills, wires screens and errors.
+
+Why it is only wiring: the screens do the showing, `feeds` does the fetching, `LiveRun` does the
+thinking. The app keeps what outlives a screen: the infrastructure, opened once in a thread worker
+at startup and held open (ExitStack) until quit; the set of running drills, so quitting mid-drill
+first stops each run and waits until its runner has reverted the fault and stopped its workers;
+and the one error path every worker failure ends in (a titled modal, text escaped).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
+
+from drillui.errors import DrillError
+from drillui.runner.infra import Infrastructure, open_infrastructure
+from drillui.runner.runner import RunOptions
+from drillui.scenarios import Catalog, Drill, load_catalog
+from drillui.sources.traces import JaegerClient
+from drillui.ui.feeds import TraceBackend
+from drillui.ui.messages import StackFailed, StackReady, StackStatusChanged
+from drillui.ui.screens.drill import DrillScreen, RunControl
+from drillui.ui.screens.help import HelpScreen
+from drillui.ui.screens.menu import MenuScreen
+from drillui.ui.screens.modals import ErrorModal
+from drillui.ui.widgets.checklist import Checklist
+from drillui.ui.widgets.traces import TracesPanel
+
+GENERIC_STACK_FIX = (
+    "give drillui a writable state folder (--state-dir or DRILLUI_STATE_DIR), free the ports it needs, or point "
+    "DATABASE_URL / ES_URL / JAEGER_URL / OTEL_EXPORTER_OTLP_ENDPOINT at servers that run; then start drillui again"
+)
+# How long quitting waits for a running drill to revert its fault and stop its workers.
+STOP_TIMEOUT_SECONDS = 90.0
+
+
+class DrillApp(App[int]):
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "drillui"
+    # Typed by Textual itself; ruff cannot see that they are class-level settings.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]  # noqa: RUF012
+
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", tooltip="Every key of the dashboard"),
+        Binding("q", "quit", "Quit", tooltip="Quit: a running drill is stopped and cleaned up first"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="Quit (also from a text field)"),
+    ]
+
+    stack_state: reactive[str] = reactive("none")
+    stack_summary: reactive[str] = reactive("")
+    stack_detail: reactive[str] = reactive("")
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        state_dir: Path | None = None,
+        snapshots: Path = Path("snapshots"),
+        infra: Infrastructure | None = None,
+        run_options: RunOptions | None = None,
+        trace_backend: Callable[[str], TraceBackend] | None = None,
+        start_stack: bool = True,
+    ) -> None:
+        """`infra`: a ready infrastructure (tests); else the stack is opened at startup unless
+        `start_stack` is False (recorded-data previews). `run_options` is the template of each run
+        (its `snapshots` is replaced by `snapshots`)."""
+        super().__init__()
+        self.catalog = catalog
+        self.state_dir = state_dir
+        self.snapshots = snapshots
+        self.infra = infra
+        self.run_options = replace(run_options or RunOptions(), snapshots=snapshots)
+        self._trace_backend = trace_backend or (lambda url: JaegerClient(url))
+        self._start_stack = start_stack and infra is None
+        self._exit_stack = ExitStack()
+        self._stack_opened = threading.Event()
+        self._runs: set[RunControl] = set()
+        self._runs_lock = threading.Lock()
+        self._quitting = False
+        self._cleaned = False
+        self._stack_lines: list[str] = []
+
+    # ---- startup ----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(MenuScreen(self.catalog, self.snapshots))
+        if self.infra is not None:
+            self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
+            self.stack_detail = self._endpoints_line(self.infra)
+            self._stack_opened.set()
+        elif self._start_stack:
+            self.stack_state, self.stack_summary = "starting", "opening the infrastructure…"
+            self._open_stack()
+        else:
+            self.stack_state, self.stack_summary = "none", "not started (preview)"
+            self._stack_opened.set()
+
+    @property
+    def stack_mode(self) -> str:
+        return f"stack {self.infra.mode}" if self.infra is not None else f"stack {self.stack_state}"
+
+    @staticmethod
+    def _endpoints_line(infra: Infrastructure) -> str:
+        from drillui.evidence.snapshot import redact_url
+
+        e = infra.endpoints
+        return f"postgres {redact_url(e.database_url)} · engine {redact_url(e.es_url)} · traces {redact_url(e.jaeger_url)}"
+
+    @work(thread=True, exclusive=True, group="stack", exit_on_error=False)
+    def _open_stack(self) -> None:
+        began = time.monotonic()
+
+        def status(text: str) -> None:
+            self.post_message(StackStatusChanged(text))
+
+        try:
+            infra = self._exit_stack.enter_context(open_infrastructure(self.state_dir, on_status=status))
+        except DrillError as exc:
+            self.post_message(StackFailed(exc.title, exc.message, exc.hint))
+            return
+        finally:
+            self._stack_opened.set()
+        self.infra = infra
+        self.post_message(StackReady(infra.mode, time.monotonic() - began))
+
+    def on_stack_status_changed(self, message: StackStatusChanged) -> None:
+        if self.stack_state == "starting":
+            self._stack_lines = [*self._stack_lines[-9:], message.text]
+            self.stack_detail = message.text
+
+    def on_stack_ready(self, message: StackReady) -> None:
+        self.stack_state = "ready"
+        self.stack_summary = f"ready in {message.seconds:.1f}s: {message.mode}"
+        # What started and how long each part took, then where it answers.
+        parts = [line for line in self._stack_lines if ": " in line and not line.startswith("stack ready")]
+        endpoints = self._endpoints_line(self.infra) if self.infra is not None else ""
+        self.stack_detail = " · ".join([*parts, endpoints]) if parts else endpoints
+
+    def on_stack_failed(self, message: StackFailed) -> None:
+        hint = message.hint or GENERIC_STACK_FIX
+        self.stack_state = "failed"
+        self.stack_summary = f"{message.title}: {message.message}"
+        self.stack_detail = f"fix: {hint}"
+        self.show_error(message.title, message.message, hint)
+
+    def make_trace_backend(self) -> TraceBackend:
+        # Without infrastructure (a recorded-data preview) the factory gets no URL: it must be
+        # a fake that needs none.
+        return self._trace_backend(self.infra.endpoints.jaeger_url if self.infra is not None else "")
+
+    # ---- drills -------------------------------------------------------------------------------
+
+    def open_drill(self, drill: Drill) -> None:
+        if self.infra is None:
+            self.show_error("The stack is not ready", self.stack_summary or "the infrastructure has not started",
+                            "wait until the stack status says ready" if self.stack_state == "starting" else
+                            "read the stack status on the menu, fix it, and start drillui again")
+            return
+        self.push_screen(DrillScreen(drill))
+
+    def register_run(self, control: RunControl) -> None:
+        with self._runs_lock:
+            self._runs.add(control)
+
+    def unregister_run(self, control: RunControl) -> None:
+        with self._runs_lock:
+            self._runs.discard(control)
+
+    # ---- errors -------------------------------------------------------------------------------
+
+    def show_error(self, title: str, message: str, hint: str | None = None) -> None:
+        self.push_screen(ErrorModal(title, message, hint))
+
+    def worker_failed(self, worker: Worker[Any]) -> None:
+        """The one place unexpected worker failures end: a titled modal, never a crash."""
+        error = worker.error
+        if worker.group == "stack":
+            self.stack_state, self.stack_summary = "failed", f"{type(error).__name__}: {error}"
+        if isinstance(error, DrillError):
+            self.show_error(error.title, error.message, error.hint)
+        else:
+            self.show_error(f"Unexpected error in {worker.name or worker.group}", f"{type(error).__name__}: {error}",
+                            "this is a bug in drillui: the run's snapshot folder and this message help to report it")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.worker_failed(event.worker)
+
+    # ---- keys ---------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen([
+            ("Everywhere", list(self.BINDINGS)),
+            ("Drill menu", [*MenuScreen.BINDINGS, Binding("enter", "run", "Run the highlighted drill"),
+                            Binding("up,down", "move", "Choose a drill")]),
+            ("Running drill", list(DrillScreen.BINDINGS)),
+            ("Traces panel", [Binding("enter", "tree", "Span tree of the trace (and filter the logs to it)"),
+                              *TracesPanel.BINDINGS]),
+            ("Logs panel", [Binding("enter", "trace", "Open the trace of the line")]),
+            ("Checklist", list(Checklist.BINDINGS)),
+            ("Filters", [Binding("enter", "apply", "Apply the filter"), Binding("escape", "leave", "Back to the table")]),
+        ]))
+
+    def on_unmount(self) -> None:
+        # However the app ends, ask every run to stop now; `cleanup` then waits for them.
+        with self._runs_lock:
+            for control in self._runs:
+                control.stop.set()
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            self.notify("Still cleaning up: reverting faults and stopping workers…", title="Quitting", markup=False)
+            return
+        self._quitting = True
+        with self._runs_lock:
+            running = bool(self._runs)
+        if not running and not self._start_stack:
+            self.exit(0)
+            return
+        if running:
+            self.notify("Stopping the drill: reverting the fault and stopping its workers…", title="Quitting", markup=False)
+        self.stack_state, self.stack_summary = "stopping", "stopping…"
+        self._quit_in_background()
+
+    @work(thread=True, exclusive=True, group="shutdown", exit_on_error=False)
+    def _quit_in_background(self) -> None:
+        self.cleanup()
+        self.call_from_thread(self.exit, 0)
+
+    def cleanup(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Blocking: stop every run, wait until each has cleaned up, then close the stack.
+
+        Called from the quit worker, and again (a no-op by then) after the app has exited, so
+        that even an app that crashed leaves no worker process or fault behind.
+        """
+        with self._runs_lock:
+            runs = list(self._runs)
+        for control in runs:
+            control.stop.set()
+        for control in runs:
+            control.done.wait(timeout)
+        if self._start_stack:
+            self._stack_opened.wait(timeout)
+        with self._runs_lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        self._exit_stack.close()
+
+
+def run_dashboard(state_dir: Path | None, catalog_path: Path | None) -> int:
+    """`drillui` with no subcommand: the dashboard on the embedded stack (or the one running)."""
+    app = DrillApp(load_catalog(catalog_path), state_dir=state_dir)
+    try:
+        code = app.run()
+    finally:
+        app.cleanup()
+    return code or 0

@@ -1,0 +1,1 @@
+"""The dashboard's screens: the drill menu, a running drill, and the modals they open."""

@@ -1,0 +1,237 @@
+"""The drill menu: every drill of the catalog with its last verdict, and the selected one explained.
+
+Why: the trainer picks the failure to rehearse here and reads out its goal, the fault, the signals
+the trainee must find, and the steps with the exact PromQL and trace queries to type. The screen
+renders any drill of `scenarios.yaml` generically, from the catalog models alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
+
+from drillui.scenarios import Catalog, Drill
+from drillui.ui.feeds import LastVerdict, load_last_verdicts
+from drillui.ui.messages import LastVerdictsLoaded
+from drillui.ui.screens.modals import TextModal
+from drillui.ui.widgets.stack import StackStatus
+
+if TYPE_CHECKING:
+    from drillui.ui.app import DrillApp
+
+
+def verdict_badge(v: LastVerdict | None) -> tuple[str, str]:
+    if v is None:
+        return "never run", "$foreground-muted"
+    if v.verdict == "pass":
+        return f"PASS {v.run_id}", "bold $success"
+    if v.verdict == "fail":
+        return f"FAIL {v.run_id}", "bold $error"
+    return f"{v.verdict} {v.run_id}", "$warning"
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={'true' if v is True else 'false' if v is False else v}" for k, v in d.items())
+
+
+BADGE_RICH = {"bold $success": "bold green", "bold $error": "bold red", "$warning": "yellow", "$foreground-muted": "dim"}
+
+
+def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
+    """The selected drill explained, from its catalog entry alone (any drill, any fault).
+
+    A Rich grid, not plain text: long selectors and PromQL wrap inside their column and keep the
+    label column clear, which is what makes them readable aloud from a shared screen.
+    """
+    parts: list[RenderableType] = []
+    grid: Table | None = None
+
+    def head(text: str) -> None:
+        nonlocal grid
+        parts.append(Text(""))
+        parts.append(Text(text, style="bold"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=9, style="dim", no_wrap=True)
+        grid.add_column(ratio=1, overflow="fold")
+        parts.append(grid)
+
+    def para(text: str) -> None:
+        parts.append(Text(text))
+
+    def line(label: str, text: str, style: str = "") -> None:
+        assert grid is not None
+        grid.add_row(label, Text(text, style=style))
+
+    badge, badge_style = verdict_badge(last)
+    parts.append(Text.assemble((f"{drill.letter}  {drill.title}", "bold"), (f"   {drill.id} · runbook {drill.runbook}", "dim")))
+    parts.append(Text.assemble(("last verdict ", "dim"), (badge, BADGE_RICH.get(badge_style, ""))))
+    head("Goal")
+    para(drill.goal)
+    head("Fault")
+    params = {k: v for k, v in drill.fault.model_dump().items() if k != "type"}
+    line("type", drill.fault.type + (f"  ({_kv(params)})" if params else ""), "bold")
+    w = drill.workload
+    line("workload", f"{w.trigger_count} {w.op} event(s) on {w.projection}" + (" via _bulk" if w.bulk else "") + f", batch {w.batch_size}")
+    for x in w.workers:
+        line("worker", x.name + (f" ({_kv(x.env)})" if x.env else ""))
+    line("armed", f"{drill.duration:g}s, then up to {drill.recovery_timeout:g}s to recover")
+    head("Expected signals")
+    e = drill.expect
+    for m in e.metrics:
+        over = " (peak while running)" if getattr(m, "over", "delta") == "peak" else " (after recovery)" if m.at == "recovered" else ""
+        line("metric", f"{m.selector} changes {m.change}{over}")
+        if m.promql:
+            line("", m.promql, "cyan")
+    for label in getattr(e, "forbidden_labels", []):
+        line("metric", f"no series carries a {label} label")
+    for t in e.traces:
+        attrs = _kv(dict(t.attributes))
+        count = f" ({t.min_spans}..{t.max_spans} spans)" if t.max_spans is not None else ""
+        line("trace", f"{t.operation} by {t.by}" + (f" with {attrs}" if attrs else "") + (f", status {t.status}" if t.status else "") + count)
+    for lg in e.logs:
+        fields = _kv(dict(lg.fields))
+        count = f" ({lg.min_count}..{lg.max_count} lines)" if lg.max_count is not None else ""
+        extra = f", carrying {', '.join(lg.require)}" if lg.require else ""
+        join = ", joined on trace_id" if lg.joined_on_trace else ""
+        line("log", f"{lg.event}" + (f" {fields}" if fields else "") + extra + join + count)
+    for db in e.db:
+        line("db", f"{db.probe} = {json.dumps(db.expect)}")
+    if drill.steps:
+        head("Trainer's steps")
+        for i, step in enumerate(drill.steps, 1):
+            line(f"{i}.", step.say)
+            if step.promql:
+                line("PromQL", step.promql, "cyan")
+            if step.trace_query:
+                line("Trace", step.trace_query, "cyan")
+    if drill.recover:
+        head("Recover")
+        para(drill.recover)
+    return Group(*parts)
+
+
+class MenuScreen(Screen[None]):
+    """Drill list on the left, the highlighted drill explained on the right."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "run", "Run drill"),
+        Binding("v", "last_verdict", "Last verdict"),
+    ]
+
+    def __init__(self, catalog: Catalog, snapshots: Path) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.snapshots = snapshots
+        self.last: dict[str, LastVerdict] = {}
+
+    @property
+    def dashboard(self) -> DrillApp:
+        return cast("DrillApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        tagline = "  guided observability failure drills · pick a drill, Enter to run it"
+        yield Static(Content.assemble(("drillui", "bold $accent"), (tagline, "$foreground-muted")), id="menu-title")
+        yield StackStatus(id="stack-status")
+        with Horizontal(id="menu-body"):
+            yield OptionList(*self._options(), id="drill-list")
+            with VerticalScroll(id="drill-detail"):
+                yield Static(id="detail")
+        yield Footer(compact=True)
+
+    def _options(self) -> list[Option]:
+        options = []
+        for d in self.catalog.drills:
+            badge, style = verdict_badge(self.last.get(d.id))
+            options.append(Option(Content.assemble((f"{d.letter} ", "bold $accent"), d.title, "\n  ", (badge, style)), id=d.id))
+        return options
+
+    def on_mount(self) -> None:
+        self.query_one("#drill-list", OptionList).border_title = "Drills"
+        self.query_one("#drill-detail").border_title = "Selected drill"
+        self._show(self.catalog.drills[0])
+        self.load_verdicts()
+
+    def on_screen_resume(self) -> None:
+        self.load_verdicts()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.dashboard.worker_failed(event.worker)
+
+    @work(thread=True, exclusive=True, group="menu-verdicts", exit_on_error=False)
+    def load_verdicts(self) -> None:
+        self.post_message(LastVerdictsLoaded(load_last_verdicts(self.snapshots, self.catalog.drills)))
+
+    def on_last_verdicts_loaded(self, message: LastVerdictsLoaded) -> None:
+        self.last = dict(message.verdicts)
+        lst = self.query_one("#drill-list", OptionList)
+        keep = lst.highlighted
+        lst.clear_options()
+        lst.add_options(self._options())
+        lst.highlighted = keep if keep is not None else 0
+        self._show(self.selected)
+
+    @property
+    def selected(self) -> Drill:
+        index = self.query_one("#drill-list", OptionList).highlighted
+        return self.catalog.drills[index or 0]
+
+    def _show(self, drill: Drill) -> None:
+        self.query_one("#detail", Static).update(drill_detail(drill, self.last.get(drill.id)))
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._show(self.catalog.drills[event.option_index])
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dashboard.open_drill(self.catalog.drills[event.option_index])
+
+    def action_run(self) -> None:
+        self.dashboard.open_drill(self.selected)
+
+    def action_last_verdict(self) -> None:
+        drill = self.selected
+        last = self.last.get(drill.id)
+        if last is None:
+            self.notify(f"{drill.letter} {drill.title} has not been run yet.", title="No verdict", markup=False)
+            return
+        self.read_verdict(drill, last)
+
+    @work(thread=True, exclusive=True, group="menu-read", exit_on_error=False)
+    def read_verdict(self, drill: Drill, last: LastVerdict) -> None:
+        path = Path(last.path) / "_result.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.app.call_from_thread(self.notify, f"cannot read {path}: {exc}", title="No verdict", severity="error", markup=False)
+            return
+        self.app.call_from_thread(self.app.push_screen, TextModal(f"{drill.letter} {drill.title}: last verdict", verdict_text(data)))
+
+
+def verdict_text(data: dict[str, Any]) -> Content:
+    lines = [Content.assemble(("verdict ", "$foreground-muted"),
+                              (str(data.get("verdict", "?")).upper(), "bold $success" if data.get("passed") else "bold $error"),
+                              ("   run ", "$foreground-muted"), str(data.get("run_id", "?"))),
+             Content.assemble(("evidence ", "$foreground-muted"), str(data.get("snapshot", "")))]
+    for c in data.get("checks", []):
+        mark = ("✓", "bold $success") if c.get("passed") else ("✗", "bold $error")
+        lines.append(Content.assemble(mark, " ", str(c.get("description", ""))))
+        lines.append(Content.assemble(("    expected ", "$foreground-muted"), str(c.get("expected", "")),
+                                      ("; observed ", "$foreground-muted"), str(c.get("observed", ""))))
+    for note in data.get("notes", []):
+        lines.append(Content.assemble(("note ", "$foreground-muted"), str(note)))
+    return Content("\n").join(lines)

@@ -1,0 +1,164 @@
+"""The traces panel: the latest traces of the drill, found by the run's ids or by a typed filter.
+
+Why: the runbook's second step is "go to tracing": a batch by `claim_batch_id` (the overview span
+`projection.process_batch`), one event by `outbox_event_id` (`outbox.process`), never mixed. The
+panel lists each trace's batch span with its event spans hanging under it, with operation,
+result, reason, attempt and duration. Enter opens the span tree; `g` filters the logs to the
+trace. The screen fetches; this widget only shows what it is given and reports choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Static
+
+from drillui.evidence.live import TraceQuery
+from drillui.sources.traces import Span, Trace
+from drillui.ui.format import RESULT_STYLE, duration_ns, short_id, since
+from drillui.ui.messages import TraceChosen, TraceFilterSubmitted
+from drillui.ui.widgets.filter_input import FilterInput
+
+# Spans shown as rows; the others (e.g. an empty claim) are in the span tree.
+SHOWN_OPERATIONS = ("projection.process_batch", "outbox.process", "outbox.claim_batch", "outbox.reclaim")
+MAX_ROWS = 200
+# Most telling first: a narrow panel scrolls sideways for the rest.
+COLUMNS = ("operation", "result", "reason", "att", "+armed", "duration", "id", "trace")
+# The runbook's two pivots, never mixed: one batch, or one event.
+PIVOTS: dict[str, tuple[str, str]] = {
+    "claim_batch_id": ("projection.process_batch", "wordloom.claim_batch_id"),
+    "outbox_event_id": ("outbox.process", "wordloom.outbox_event_id"),
+}
+
+
+def parse_trace_filter(text: str, events: Sequence[str] = (), batches: Sequence[str] = ()) -> list[TraceQuery]:
+    """`claim_batch_id=<id>` or `outbox_event_id=<id>` (the `wordloom.` prefix is optional); a bare
+    id is looked up among the drill's events and batches, and searched by both pivots otherwise.
+    Raises ValueError with a line the user can act on."""
+    text = text.strip()
+    if "=" in text:
+        key, _, value = text.partition("=")
+        key = key.strip().removeprefix("wordloom.")
+        value = value.strip().strip('"')
+        if key not in PIVOTS:
+            raise ValueError(f"cannot search traces by {key!r}: use claim_batch_id=<id> or outbox_event_id=<id>")
+        if not value:
+            raise ValueError(f"{key}= needs an id (e: pick one of this drill's)")
+        operation, attribute = PIVOTS[key]
+        return [TraceQuery(operation, attribute, value)]
+    if " " in text or not text:
+        raise ValueError("type one id, or claim_batch_id=<id> / outbox_event_id=<id>")
+    if text in events:
+        return [TraceQuery(*PIVOTS["outbox_event_id"], text)]
+    if text in batches:
+        return [TraceQuery(*PIVOTS["claim_batch_id"], text)]
+    return [TraceQuery(*PIVOTS["outbox_event_id"], text), TraceQuery(*PIVOTS["claim_batch_id"], text)]
+
+
+def _attr(span: Span, key: str) -> str:
+    v = span.attributes.get(key)
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def span_rows(traces: Sequence[Trace], armed_at: float | None) -> list[tuple[str, str, list[Text]]]:
+    """(trace_id, span_id, cells) per shown span: latest trace first, parents before children."""
+    ordered = sorted(traces, key=lambda t: min((s.start_unix_nano for s in t.spans), default=0), reverse=True)
+    rows: list[tuple[str, str, list[Text]]] = []
+    for trace in ordered:
+        spans = sorted((s for s in trace.spans if s.operation in SHOWN_OPERATIONS), key=lambda s: (s.parent_span_id is not None, s.start_unix_nano))
+        ids = {s.span_id for s in spans}
+        for span in spans:
+            child = span.parent_span_id is not None and span.parent_span_id in ids
+            result = _attr(span, "result")
+            t = span.start_unix_nano / 1e9
+            pivot = _attr(span, "wordloom.outbox_event_id") if span.operation == "outbox.process" else _attr(span, "wordloom.claim_batch_id")
+            status = " ERROR" if span.status == "ERROR" else ""
+            cells = [
+                Text(("└ " if child else "") + span.operation, style="" if child else "bold"),
+                Text(result + status, style=RESULT_STYLE.get(result, "") if not status else "bold red"),
+                Text(_attr(span, "reason")),
+                Text(_attr(span, "attempt")),
+                Text(since(t - armed_at) if armed_at is not None else span.start.strftime("%H:%M:%S"), style="dim"),
+                Text(duration_ns(span.duration_ns), justify="right"),
+                Text(short_id(pivot), style="dim"),
+                Text(short_id(span.trace_id), style="dim"),
+            ]
+            rows.append((span.trace_id, span.span_id, cells))
+    return rows[:MAX_ROWS]
+
+
+class TracesPanel(Vertical):
+    """Filter line, table of spans, status line."""
+
+    DEFAULT_CSS = """
+    TracesPanel > DataTable { height: 1fr; }
+    TracesPanel > #traces-status { height: 1; color: $text-muted; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("g", "logs_of_trace", "Logs of trace")]
+
+    def compose(self) -> ComposeResult:
+        yield FilterInput(placeholder="claim_batch_id=… or outbox_event_id=…  (e: pick from this drill)", id="traces-filter")
+        table: DataTable[Text] = DataTable(id="traces-table", cursor_type="row", zebra_stripes=False)
+        yield table
+        yield Static("", id="traces-status", markup=False)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for name in COLUMNS:
+            table.add_column(name, key=name)
+
+    @property
+    def table(self) -> DataTable[Text]:
+        return self.query_one("#traces-table", DataTable)
+
+    def show(self, traces: Sequence[Trace], armed_at: float | None, status: str) -> None:
+        table = self.table
+        keep = self._cursor_key()
+        rows = span_rows(traces, armed_at)
+        table.clear()
+        for trace_id, span_id, cells in rows:
+            table.add_row(*cells, key=f"{trace_id}:{span_id}")
+        keys = [f"{t}:{s}" for t, s, _ in rows]
+        if keep in keys:
+            # Rows are rebuilt on every fetch: keep the user's place by key, not by position.
+            table.move_cursor(row=keys.index(keep), animate=False)
+        self.query_one("#traces-status", Static).update(status)
+
+    def set_filter(self, text: str) -> None:
+        self.query_one(Input).value = text
+
+    def _cursor_key(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def current_trace_id(self) -> str | None:
+        key = self._cursor_key()
+        return key.split(":", 1)[0] if key else None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        key = event.row_key.value
+        if key:
+            self.post_message(TraceChosen(key.split(":", 1)[0], open_tree=True))
+
+    def action_logs_of_trace(self) -> None:
+        trace_id = self.current_trace_id()
+        if trace_id:
+            self.post_message(TraceChosen(trace_id, open_tree=False))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(TraceFilterSubmitted(event.value.strip()))
+        self.table.focus()

@@ -1,0 +1,112 @@
+"""Drill A through the dashboard on the embedded stack: the same runner, the same evidence.
+
+The dashboard is given the session's real servers (PostgreSQL, the search engine behind its relay,
+the trace store) as a ready `Infrastructure`. A trainee's path is followed with keys only: run the
+drill from the menu, watch the checklist tick live, read the verdict, save a screenshot into the
+snapshot; and, separately, quit in the middle of the drill and find nothing left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from drillui.faults.base import probe_engine
+from drillui.runner.infra import Infrastructure
+from drillui.runner.runner import RunOptions
+from drillui.scenarios import load_catalog
+from drillui.stack.engine import EmbeddedEngine
+from drillui.stack.stack import Endpoints, LocalEngineSwitch
+from drillui.stack.tracestore import TraceStoreServer
+from drillui.ui.app import DrillApp
+from drillui.ui.screens.drill import DrillScreen
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def infra(db_url: str, es_url: str, engine: EmbeddedEngine, trace_store: TraceStoreServer) -> Iterator[Infrastructure]:
+    url = trace_store.url.rstrip("/")
+    yield Infrastructure(Endpoints(db_url, es_url, url, url), LocalEngineSwitch(engine), "test")
+
+
+def _app(infra: Infrastructure, snapshots: Path) -> DrillApp:
+    return DrillApp(load_catalog(ROOT / "scenarios.yaml"), infra=infra, snapshots=snapshots,
+                    run_options=RunOptions(duration=3))
+
+
+async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.1)
+
+
+async def test_drill_a_from_the_screen_completes_its_checklist(infra: Infrastructure, tmp_path: Path) -> None:
+    app = _app(infra, tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("enter")  # drill A is the first of the menu
+        screen = app.screen
+        assert isinstance(screen, DrillScreen) and screen.drill.id == "es_down_connect"
+
+        # Live: the retry signal and its checks tick while the fault is still armed.
+        def live_retry_seen() -> bool:
+            by_id = {c.id: c for c in screen.live.checks()}
+            check = by_id.get('metric:outbox_retry_scheduled_total{reason="es_connect"}')
+            return screen.live.reverted_at is None and check is not None and check.state == "seen"
+
+        await _until(pilot, lambda: live_retry_seen() or screen.live.reverted_at is not None, 60, "the run to progress")
+        assert live_retry_seen(), "retry did not tick while the fault was armed"
+        seen = {c.id: c for c in screen.live.checks()}['metric:outbox_retry_scheduled_total{reason="es_connect"}']
+        assert seen.first_seen_seconds is not None and 0 <= seen.first_seen_seconds < 3
+        assert "outbox_retry_scheduled_total" in seen.query
+
+        await _until(pilot, lambda: screen.live.verdict is not None and not screen.check_action("stop", ()), 90, "the verdict")
+        checks = screen.live.checks()
+        assert checks and all(c.state == "passed" for c in checks), [c for c in checks if c.state != "passed"]
+
+        # The same evidence as `drillui run`: the runner's own snapshot, with its verdict.
+        verdict = screen.live.verdict
+        assert verdict is not None
+        run = Path(str(verdict["snapshot"]))
+        assert run.parent == tmp_path / "es_down_connect"
+        result = json.loads((run / "_result.json").read_text())
+        assert result["verdict"] == "pass" and [c["id"] for c in result["checks"]] == [c.id for c in checks]
+
+        # The panels show the evidence: traces by the run's ids, logs of the worker.
+        table = screen.query_one("#traces-table", DataTable)
+        await _until(pilot, lambda: table.row_count > 0, 15, "traces in the panel")
+        assert len(screen.buffer) > 0
+        assert any(r.event == "outbox.retry_scheduled" for r in screen.buffer.records())
+
+        await pilot.press("x")
+        await _until(pilot, lambda: (run / f"dashboard-{run.name}.svg").exists(), 10, "the screenshot")
+        assert "<svg" in (run / f"dashboard-{run.name}.svg").read_text()[:500]
+
+
+async def test_quitting_mid_drill_reverts_the_fault_and_stops_the_workers(infra: Infrastructure, tmp_path: Path) -> None:
+    app = _app(infra, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, DrillScreen)
+        await _until(pilot, lambda: screen.live.armed_at is not None and bool(screen.live.outbox_event_ids), 60, "the fault armed")
+        assert not probe_engine(infra.endpoints.es_url)[0], "the engine should be unreachable while armed"
+        pids = [w.pid for w in screen.live.workers.values() if w.pid]
+        assert pids and all(psutil.pid_exists(p) for p in pids)
+        await pilot.press("q")
+        await _until(pilot, lambda: app.return_code is not None, 90, "the app to exit")
+    assert probe_engine(infra.endpoints.es_url)[0], "the fault was left armed"
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, f"worker {pid} left running"
+    runs = list((tmp_path / "es_down_connect").iterdir())
+    assert len(runs) == 1 and json.loads((runs[0] / "_result.json").read_text())["verdict"] == "fail"

@@ -1,0 +1,86 @@
+"""SVG snapshots of the dashboard's main screens, on fixed data, at 100x30 and 160x48.
+
+Everything on screen comes from `drillui.ui.demo` (a fixed catalog, a recorded drill A run with
+fixed scrapes, log lines, spans and times) and from a last-verdict file written here; no clock,
+no server, cursor blink off. Update with `pytest tests/test_ui_snapshots.py --snapshot-update`
+after checking the new pictures in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from drillui.ui import demo
+from drillui.ui.app import DrillApp
+from drillui.ui.screens.drill import DrillScreen
+
+SIZES = [pytest.param((100, 30), id="100x30"), pytest.param((160, 48), id="160x48")]
+SnapCompare = Callable[..., bool]
+
+
+def _app(tmp_path: Path) -> DrillApp:
+    run = tmp_path / "snapshots" / "es_down_connect" / demo.RUN_ID
+    run.mkdir(parents=True)
+    (run / "_recipe.json").write_text("{}")
+    (run / "_result.json").write_text(json.dumps({"verdict": "pass", "passed": True, "checks": []}))
+    backend = demo.FakeTraceBackend()
+    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", start_stack=False, trace_backend=lambda url: backend)
+
+
+async def _settle(pilot: Pilot[Any]) -> None:
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _drill(until: str, *keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, DrillApp)
+        await app.workers.wait_for_complete()  # the menu's last verdicts
+        screen = DrillScreen(app.catalog.drills[0], autostart=False)
+        await app.push_screen(screen)
+        await pilot.pause()
+        demo.replay(screen, until=until)
+        await _settle(pilot)
+        if keys:
+            await pilot.press(*keys)
+            await pilot.app.workers.wait_for_complete()
+            await _settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_menu(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(_app(tmp_path), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_drill_running(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(_app(tmp_path), terminal_size=size, run_before=_drill("running"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_drill_verified(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(_app(tmp_path), terminal_size=size, run_before=_drill("verified"))
+
+
+def test_span_tree(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    assert snap_compare(_app(tmp_path), terminal_size=(100, 30), run_before=_drill("verified", "t", "down", "down", "enter"))
+
+
+def test_logs_filtered_by_trace(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    assert snap_compare(_app(tmp_path), terminal_size=(160, 48), run_before=_drill("verified", "t", "down", "down", "g"))
+
+
+def test_help(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    assert snap_compare(_app(tmp_path), terminal_size=(100, 30), run_before=_drill("verified", "question_mark"))
