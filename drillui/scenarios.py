@@ -245,7 +245,7 @@ class Drill(_Model):
     title: str
     goal: str
     fault: Fault
-    workload: Workload = Workload()
+    workload: Workload = Field(default_factory=lambda: Workload())
     duration: float = Field(6.0, gt=0, le=600)
     """Seconds the workers run with the fault armed."""
     recovery_timeout: float = Field(15.0, ge=0, le=600)

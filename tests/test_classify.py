@@ -25,10 +25,10 @@ import pytest
 from osmem_server import OsmemServer
 
 from worker.classify import (
+    _EXCEPTION_TABLE,
     ERROR_SUMMARY_MAX,
     InvalidPayload,
     Outcome,
-    _EXCEPTION_TABLE,
     classify_bulk_item,
     classify_bulk_items,
     classify_exception,
@@ -281,7 +281,7 @@ _REQ = httpx.Request("POST", "http://127.0.0.1:9/_bulk")
         (ConnectionResetError(104, "Connection reset by peer"), "retry", "es_connect"),
         (BrokenPipeError(32, "Broken pipe"), "retry", "es_connect"),
         (TimeoutError("timed out"), "retry", "es_timeout"),
-        (socket.timeout("timed out"), "retry", "es_timeout"),
+        (TimeoutError("timed out"), "retry", "es_timeout"),
         (psycopg.OperationalError("connection is lost"), "retry", "db_error"),
         (psycopg.errors.UniqueViolation("duplicate key"), "retry", "db_error"),
         (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),

@@ -134,7 +134,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     # pydantic-settings reads os.environ itself; passing values explicitly keeps `env` testable.
     known = {k: v for k, v in source.items() if k in WorkerSettings.model_fields}
     try:
-        return WorkerSettings(_env_file=None, **known)  # type: ignore[call-arg]
+        return WorkerSettings(_env_file=None, **known)  # type: ignore[call-arg,arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "settings"

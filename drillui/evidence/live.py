@@ -382,7 +382,7 @@ class LiveRun:
                 self._links.append((events, rec.claim_batch_id, rec.entity_id))
                 if not events.isdisjoint(wanted):
                     self._link(rec.claim_batch_id, rec.entity_id)
-            for check, tally in zip(self.drill.expect.logs, self._log_tallies):
+            for check, tally in zip(self.drill.expect.logs, self._log_tallies, strict=True):
                 if self._log_matches(check, rec):
                     ts = rec.timestamp
                     tally.add(rec.trace_id, ts.timestamp() if ts is not None else None)
@@ -433,7 +433,7 @@ class LiveRun:
 
     def found_trace_ids(self) -> set[str]:
         ids: set[str] = set()
-        for check, spans in zip(self.drill.expect.traces, self._trace_spans):
+        for check, spans in zip(self.drill.expect.traces, self._trace_spans, strict=True):
             ids.update(s.trace_id for s in spans.values() if span_matches(s, check))
         return ids
 

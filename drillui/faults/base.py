@@ -60,9 +60,6 @@ class WorkerHandle(Protocol):
 class DrillHost(Protocol):
     """What a fault driver may do to the run in progress."""
 
-    es_url: str
-    index: str
-    engine: EngineSwitch | None
     stop_requested: threading.Event
     triggered: bool
     trigger_ids: list[uuid.UUID]
@@ -70,6 +67,15 @@ class DrillHost(Protocol):
 
     @property
     def trigger_count(self) -> int: ...
+
+    @property
+    def es_url(self) -> str: ...
+
+    @property
+    def index(self) -> str: ...
+
+    @property
+    def engine(self) -> EngineSwitch | None: ...
 
     def db(self) -> psycopg.Connection[Any]: ...
 

@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -94,7 +94,7 @@ class LogRecord:
         except ValueError:
             # A bad timestamp makes the record unsortable by time, not unreadable.
             return None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
     @property
     def level(self) -> str | None:
@@ -474,7 +474,7 @@ def group_by_trace(records: Iterable[LogRecord]) -> dict[str, list[LogRecord]]:
 
 # --- internals -----------------------------------------------------------------------------
 
-_NO_TIME: Final = datetime.max.replace(tzinfo=timezone.utc)
+_NO_TIME: Final = datetime.max.replace(tzinfo=UTC)
 
 
 def _time_key(record: LogRecord) -> datetime:

@@ -498,7 +498,7 @@ class MetricsHistory:
         new value is the increase)."""
         points = self._series(selector)
         out: list[tuple[float, float]] = []
-        for (t0, v0), (t1, v1) in zip(points, points[1:]):
+        for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
             if t1 > t0:
                 out.append((t1, (v1 if v1 < v0 else v1 - v0) / (t1 - t0)))
         return out

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -303,7 +303,7 @@ class Stack:
             switch: EngineSwitch | None = LocalEngineSwitch(engine) if engine is not None else None
             control = _ControlServer(switch)
             stops.append(control.stop)
-            started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            started_at = datetime.now(UTC).isoformat(timespec="seconds")
             endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url)
             stack = cls(
                 state_dir=state_dir,
