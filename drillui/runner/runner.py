@@ -284,6 +284,9 @@ class DrillRunner:
 
     def _say(self, phase: Phase, message: str, **data: Any) -> None:
         self._phase = phase
+        if self.workers:
+            # Every event says how many workers are alive: a live view must see a kill at once.
+            data.setdefault("alive", sum(w.alive() for w in self.workers))
         progress = Progress(phase, message, time.monotonic() - self._t0, data)
         if self.snapshot is not None:
             # The narration is evidence too: the folder must tell the story without a terminal.
