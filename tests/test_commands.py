@@ -155,3 +155,14 @@ def test_only_orphaned_drill_workers_count_as_leftovers() -> None:
         for p in (orphan, owned):
             p.kill()
             p.wait()
+
+
+def test_drill_workers_do_not_inherit_worker_knobs_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drillui.runner.workers import inherited_environment
+
+    monkeypatch.setenv("OUTBOX_EXPERIMENT_ES_429_EVERY_N", "2")
+    monkeypatch.setenv("ES_INDEX", "someone-elses-index")
+    monkeypatch.setenv("OUTBOX_METRICS_HOST", "0.0.0.0")
+    env = inherited_environment()
+    assert "OUTBOX_EXPERIMENT_ES_429_EVERY_N" not in env and "ES_INDEX" not in env
+    assert env["OUTBOX_METRICS_HOST"] == "0.0.0.0" and env["PATH"] == os.environ["PATH"]

@@ -21,6 +21,18 @@ from pathlib import Path
 from drillui.errors import DrillError
 
 READY_TIMEOUT_SECONDS = 15.0
+# Settings a person may set in the shell for every drill worker; every other worker setting
+# in the shell (a leftover OUTBOX_EXPERIMENT_* knob from a manual session, say) would silently
+# change the drill, so drill workers never inherit it: the drill's own env decides.
+INHERITED_WORKER_SETTINGS = frozenset({"OUTBOX_METRICS_HOST"})
+
+
+def inherited_environment() -> dict[str, str]:
+    from worker.settings import WorkerSettings
+
+    own = set(WorkerSettings.model_fields) - INHERITED_WORKER_SETTINGS
+    return {k: v for k, v in os.environ.items() if k not in own}
+
 STOP_TIMEOUT_SECONDS = 10.0
 
 
@@ -40,7 +52,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OUTBOX_METRICS_PORT": "0", **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**inherited_environment(), "OUTBOX_METRICS_PORT": "0", **self.env, "PYTHONUNBUFFERED": "1"}
         self.worker_id = env.get("OUTBOX_WORKER_ID", self.name)
         env["OUTBOX_WORKER_ID"] = self.worker_id
         fh = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
