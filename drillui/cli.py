@@ -314,11 +314,28 @@ def cmd_failed(args: argparse.Namespace) -> int:
             raise UsageError(f"not an outbox event id: {exc}") from None
         rows = conn.execute(queries()["requeue_failed"], {"all": bool(args.all), "ids": ids}).fetchall()  # type: ignore[arg-type]
         requeued = {r["id"] for r in rows}
-        print(f"requeued {len(requeued)} failed row(s)")
+        audit = _audit(args, "outbox.requeued", count=len(requeued), outbox_event_ids=sorted(str(i) for i in requeued), all=bool(args.all))
+        print(f"requeued {len(requeued)} failed row(s) (logged to {audit})")
         missing = [str(i) for i in ids if i not in requeued]
         if missing:
             print(f"not failed (left alone): {', '.join(missing)}", file=sys.stderr)
         return 0
+
+
+def _audit(args: argparse.Namespace, event: str, **fields: object) -> Path:
+    """Append one JSON line to the state folder's audit log: who changed outbox rows by hand."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from drillui.stack.stack import default_state_dir
+
+    folder = args.state_dir or default_state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "audit.log"
+    line = {"ts": datetime.now(UTC).isoformat(), "event": event, "by": getpass.getuser(), **fields}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+    return path
 
 
 def _age(seconds: float) -> str:

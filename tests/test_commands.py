@@ -94,6 +94,8 @@ def test_failed_list_and_requeue(stack: Path) -> None:
     assert bad.returncode == 2 and "not an outbox event id" in bad.stderr
     again = drillui(stack, "failed", "requeue", rows[0]["id"])
     assert again.returncode == 0 and "requeued 1 failed row(s)" in again.stdout
+    [audit] = [json.loads(line) for line in (stack / "state" / "audit.log").read_text().splitlines()]
+    assert audit["event"] == "outbox.requeued" and audit["outbox_event_ids"] == [rows[0]["id"]] and audit["count"] == 1
     assert drillui(stack, "failed", "list").stdout.startswith("no failed rows")
 
 
