@@ -541,7 +541,9 @@ class DrillRunner:
             return
         self._say("collecting", "querying traces by the run's ids")
         start = datetime.fromtimestamp(self._timeline["started_at"], UTC) - timedelta(seconds=5)
-        export_traces(self.snapshot, self.drill, self.infra.endpoints.jaeger_url, pivots, start=start, wait=TRACE_WAIT_SECONDS)
+        # A stopped drill still records what the backend has, but does not wait for more.
+        wait = 0.0 if self.stop_requested.is_set() else TRACE_WAIT_SECONDS
+        export_traces(self.snapshot, self.drill, self.infra.endpoints.jaeger_url, pivots, start=start, wait=wait)
 
     # ---- end --------------------------------------------------------------------------------
 
@@ -653,7 +655,9 @@ def export_traces(
                     index.append({**done[(name, value)], "check": i})
                     continue
                 attr = f"wordloom.{check.by}"
-                res, error = _query_until_found(client, check.operation, attr, value, start=start, wait=wait if check.min_spans else 1.0, limit=limit)
+                res, error = _query_until_found(
+                    client, check.operation, attr, value, start=start, wait=wait if check.min_spans else min(wait, 1.0), limit=limit
+                )
                 file = f"{name}-{value}.json"
                 entry: dict[str, Any] = {"check": i, "name": name, "file": file, "operation": check.operation, "attributes": {attr: value}}
                 if res is not None:
