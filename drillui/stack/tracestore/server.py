@@ -1,0 +1,404 @@
+"""The trace store's HTTP side: one loopback port, OTLP/HTTP in, Jaeger's query API out.
+
+Why it exists: it is the only part that touches sockets. It reads request bodies (length, chunked,
+gzip/deflate, bounded), routes paths and methods as Jaeger's router does, and writes answers with
+Go's `http.Error` conventions; decoding, storage, parameter parsing and rendering are delegated
+to the sibling modules.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any, Self
+from urllib.parse import unquote_plus, urlsplit
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from drillui.errors import UsageError
+from drillui.stack.tracestore.jaeger import otlp_json_traces, ui_id, ui_trace
+from drillui.stack.tracestore.otlp import JSON_CT, PROTO_CT, decode_otlp_json, encode_otlp
+from drillui.stack.tracestore.params import (
+    TEXT_CT,
+    HTTPError,
+    Params,
+    go_int,
+    legacy_error,
+    legacy_find_query,
+    parse_rfc3339_nano,
+    parse_trace_id,
+    v3_error,
+    v3_find_query,
+)
+from drillui.stack.tracestore.store import DEFAULT_MAX_SPANS, StoredSpan, TraceStore, parse_go_bool
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # the OTLP spec's recommended cap, after decompression
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise HTTPError(400, f"unsupported Content-Encoding {encoding!r}\n".encode())
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        out = decompressor.decompress(body, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"cannot {encoding}-decode the body: {exc}") from exc
+    if len(out) > MAX_BODY_BYTES or decompressor.unconsumed_tail:
+        raise HTTPError(413, b"request body too large\n")
+    return out
+
+
+_Route = tuple[re.Pattern[str], dict[str, str]]
+_ROUTES: list[_Route] = [
+    (re.compile(r"/v1/traces"), {"POST": "_otlp_export"}),
+    (re.compile(r"/api/v3/services"), {"GET": "_v3_services"}),
+    (re.compile(r"/api/v3/operations"), {"GET": "_v3_operations"}),
+    (re.compile(r"/api/v3/traces"), {"GET": "_v3_find_traces"}),
+    (re.compile(r"/api/v3/traces/(?P<trace_id>[^/]+)"), {"GET": "_v3_get_trace"}),
+    (re.compile(r"/api/services"), {"GET": "_legacy_services"}),
+    (re.compile(r"/api/services/(?P<service>[^/]+)/operations"), {"GET": "_legacy_service_operations"}),
+    (re.compile(r"/api/operations"), {"GET": "_legacy_operations"}),
+    (re.compile(r"/api/traces"), {"GET": "_legacy_find_traces"}),
+    (re.compile(r"/api/traces/(?P<trace_id>[^/]+)"), {"GET": "_legacy_get_trace"}),
+]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive: the OTLP exporter reuses its connection
+    timeout = 60  # idle keep-alive connections must not pin handler threads forever
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in two writes; without NODELAY, Nagle + delayed ACK add ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("trace store %s - " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        self._params = Params(url.query)
+        for pattern, methods in _ROUTES:
+            match = pattern.fullmatch(url.path)
+            if match is None:
+                continue
+            if method not in methods:
+                self._drop_body()
+                self._send(405, b"Method Not Allowed\n", TEXT_CT, {"Allow": ", ".join(methods)})
+                return
+            handler: Callable[..., None] = getattr(self, methods[method])
+            try:
+                handler(**match.groupdict())
+            except HTTPError as exc:
+                self._send(exc.status, exc.body, exc.content_type, _go_error_headers(exc.content_type))
+            except (BrokenPipeError, ConnectionResetError):
+                raise  # the client left; socketserver's handle_error logs it
+            except Exception as exc:
+                log.exception("trace store: %s %s failed", method, url.path)
+                self.close_connection = True
+                self._send(500, f"internal error: {type(exc).__name__}: {exc}\n".encode(), TEXT_CT)
+            return
+        self._drop_body()
+        self._send(404, b"404 page not found\n", TEXT_CT, _go_error_headers(TEXT_CT))
+
+    def _drop_body(self) -> None:
+        # An unread request body would be parsed as the next request: close instead.
+        if self.headers.get("Content-Length", "0") != "0" or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, payload: Any, content_type: str = JSON_CT, *, indent: int | None = None) -> None:
+        separators = (",", ":") if indent is None else (",", ": ")
+        text = json.dumps(payload, separators=separators, indent=indent, ensure_ascii=False)
+        self._send(200, text.encode(), content_type)
+
+    # ---- OTLP/HTTP receiver
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self.close_connection = True
+            raise HTTPError(411, b"Content-Length required\n")
+        try:
+            length = int(length_text)
+        except ValueError as exc:
+            self.close_connection = True
+            raise HTTPError(400, b"invalid Content-Length\n") from exc
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise HTTPError(413, b"request body too large\n")
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024)
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError as exc:
+                self.close_connection = True
+                raise HTTPError(400, b"malformed chunked body\n") from exc
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields carry nothing we use
+                return b"".join(parts)
+            total += size
+            if total > MAX_BODY_BYTES:
+                self.close_connection = True
+                raise HTTPError(413, b"request body too large\n")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _otlp_export(self) -> None:
+        media_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        body = self._read_body()
+        if media_type not in (PROTO_CT, JSON_CT):
+            raise HTTPError(415, f"415 unsupported media type, supported: [{JSON_CT}, {PROTO_CT}]\n".encode())
+        try:
+            body = _decompress(body, self.headers.get("Content-Encoding", ""))
+            if media_type == PROTO_CT:
+                request = ExportTraceServiceRequest.FromString(body)
+            else:
+                request = decode_otlp_json(body)
+        except (ValueError, DecodeError, json_format.ParseError, binascii.Error) as exc:
+            # ParseError and JSONDecodeError are ValueErrors; DecodeError is not.
+            status = status_pb2.Status(code=3, message=f"cannot decode the export request: {exc}")  # INVALID_ARGUMENT
+            raise HTTPError(400, *encode_otlp(status, media_type)) from exc
+        rejected, reason = self.server.store.add(request)
+        response = ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=reason))
+        self._send(200, *encode_otlp(response, media_type))
+
+    # ---- api_v3
+
+    def _v3_services(self) -> None:
+        # Jaeger marshals api_v3 with jsonpb and no Content-Type, so Go sniffs text/plain.
+        self._send_json({"services": self.server.store.services()}, TEXT_CT)
+
+    def _v3_operations(self) -> None:
+        service, _ = self._params.get("service")
+        kind, _ = self._params.get("spanKind", "span_kind")
+        operations = [
+            {"name": name, "spanKind": op_kind or "internal"}
+            for name, op_kind in self.server.store.operations(service, kind)
+        ]
+        self._send_json({"operations": operations}, TEXT_CT)
+
+    def _v3_find_traces(self) -> None:
+        query, raw = v3_find_query(self._params)
+        if query.search_depth <= 0:
+            raise v3_error(500, "search depth must be greater than 0 and less than max traces")
+        self._v3_answer(self.server.store.find_traces(query, raw=raw))
+
+    def _v3_get_trace(self, trace_id: str) -> None:
+        try:
+            raw_id = parse_trace_id(trace_id)
+        except ValueError as exc:
+            raise v3_error(400, f"malformed parameter trace_id: {exc}") from exc
+        for names in (("startTime", "start_time"), ("endTime", "end_time")):
+            text, name = self._params.get(*names)
+            if text:
+                try:
+                    parse_rfc3339_nano(text)  # validated like Jaeger; the memory store ignores it
+                except ValueError as exc:
+                    raise v3_error(400, f"malformed parameter {name}: {exc}") from exc
+        raw = False
+        raw_text, raw_name = self._params.get("rawTraces", "raw_traces")
+        if raw_text:
+            try:
+                raw = parse_go_bool(raw_text)
+            except ValueError as exc:
+                raise v3_error(400, f"malformed parameter {raw_name}: {exc}") from exc
+        spans = self.server.store.get_trace(raw_id, raw=raw)
+        self._v3_answer([] if spans is None else [spans])
+
+    def _v3_answer(self, traces: list[list[StoredSpan]]) -> None:
+        if not traces:
+            raise v3_error(404, "No traces found")
+        self._send_json({"result": otlp_json_traces(traces)}, TEXT_CT)
+
+    # ---- legacy /api (Jaeger <= 2.20)
+
+    def _legacy_answer(self, data: Any, total: int = 0, errors: list[dict[str, Any]] | None = None) -> None:
+        pretty, _ = self._params.get("prettyPrint")
+        envelope = {"data": data, "total": total, "limit": 0, "offset": 0, "errors": errors}
+        self._send_json(envelope, indent=4 if pretty and pretty != "false" else None)
+
+    def _legacy_services(self) -> None:
+        services = self.server.store.services()
+        self._legacy_answer(services, len(services))
+
+    def _legacy_service_operations(self, service: str) -> None:
+        # Gorilla keeps the segment encoded and Jaeger QueryUnescapes it ('+' becomes a space).
+        names = list(dict.fromkeys(name for name, _ in self.server.store.operations(unquote_plus(service))))
+        self._legacy_answer(names, len(names))
+
+    def _legacy_operations(self) -> None:
+        service, _ = self._params.get("service")
+        if not service:
+            raise legacy_error(400, "parameter 'service' is required")
+        kind, _ = self._params.get("spanKind")
+        data = [{"name": name, "spanKind": op_kind} for name, op_kind in self.server.store.operations(service, kind)]
+        self._legacy_answer(data, len(data))
+
+    def _legacy_find_traces(self) -> None:
+        query, raw, trace_ids = legacy_find_query(self._params, time.time_ns())
+        store = self.server.store
+        if trace_ids:
+            data, errors = [], []
+            for raw_id in trace_ids:
+                spans = store.get_trace(raw_id, raw=raw)
+                if spans is None:
+                    errors.append({"msg": "trace not found", "traceID": ui_id(raw_id)})
+                else:
+                    data.append(ui_trace(spans))
+            self._legacy_answer(data, errors=errors or None)
+            return
+        self._legacy_answer([ui_trace(spans) for spans in store.find_traces(query, raw=raw)])
+
+    def _legacy_get_trace(self, trace_id: str) -> None:
+        try:
+            raw_id = parse_trace_id(trace_id)
+        except ValueError as exc:
+            raise legacy_error(400, str(exc)) from exc
+        for name in ("start", "end"):
+            text, _ = self._params.get(name)
+            if text:
+                try:
+                    go_int(text)
+                except ValueError as exc:
+                    raise legacy_error(400, f"unable to parse param '{name}': {exc}") from exc
+        raw_text, _ = self._params.get("raw")
+        try:
+            raw = parse_go_bool(raw_text) if raw_text else False
+        except ValueError as exc:
+            raise legacy_error(400, f"unable to parse param 'raw': {exc}") from exc
+        spans = self.server.store.get_trace(raw_id, raw=raw)
+        if spans is None:
+            raise legacy_error(404, "trace not found")
+        self._legacy_answer([ui_trace(spans)])
+
+
+def _go_error_headers(content_type: str) -> dict[str, str]:
+    return {"X-Content-Type-Options": "nosniff"} if content_type == TEXT_CT else {}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], store: TraceStore) -> None:
+        self.store = store
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall offline.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("trace store: error while serving %s", client_address)
+
+
+class TraceStoreServer:
+    """The store behind one loopback HTTP port: OTLP in at `url + "/v1/traces"`, Jaeger API out."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_spans: int = DEFAULT_MAX_SPANS) -> None:
+        if host not in ("127.0.0.1", "localhost"):
+            raise UsageError(f"the trace store listens on 127.0.0.1 only, not {host!r}")
+        if not 0 <= port <= 65535:
+            raise UsageError(f"trace store port {port} is not a TCP port")
+        self._address = ("127.0.0.1", port)
+        self.store = TraceStore(max_spans)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the trace store is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the trace store is already started")
+        self._server = _Server(self._address, self.store)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="trace-store", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> Self:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
