@@ -10,6 +10,7 @@ and the field (UsageError, exit 2).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drillui.errors import UsageError
 
-DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "scenarios.yaml"
+def default_catalog() -> Path:
+    """The catalog next to the source tree (a checkout), else the installed copy."""
+    beside_source = Path(__file__).resolve().parent.parent / "scenarios.yaml"
+    if beside_source.exists():
+        return beside_source
+    return Path(sys.prefix) / "share" / "drillui" / "scenarios.yaml"
+
+
+DEFAULT_CATALOG = default_catalog()
 
 
 class _Model(BaseModel):
