@@ -385,3 +385,16 @@ def test_stack_up_prints_one_json_line_and_stops_every_server_on_sigterm(
     assert out == ""  # the JSON line was the only stdout output
     assert _still_alive([p.pid for p in servers]) == []
     assert not (tmp_path / INFO_NAME).exists()
+
+
+def test_trace_store_limit_is_a_setting(tmp_path: Path) -> None:
+    from drillui.errors import UsageError
+    from drillui.stack.stack import max_spans_setting
+
+    assert max_spans_setting({}) == 50_000
+    assert max_spans_setting({"DRILLUI_TRACE_MAX_SPANS": "1000"}) == 1000
+    with pytest.raises(UsageError, match="DRILLUI_TRACE_MAX_SPANS='lots'"):
+        max_spans_setting({"DRILLUI_TRACE_MAX_SPANS": "lots"})
+    env = {"DRILLUI_TRACE_MAX_SPANS": "1000", "DATABASE_URL": "postgresql://u@127.0.0.1:5/db", "ES_URL": "http://127.0.0.1:9"}
+    with Stack.start(tmp_path / "state", env=env) as stack:
+        assert stack.trace_store is not None and stack.trace_store.store.max_spans == 1000

@@ -72,6 +72,19 @@ _SCHEMES: Final[Mapping[str, tuple[str, ...]]] = {
 _CONTROL_TIMEOUT_S: Final = 10.0
 
 
+MAX_SPANS_ENV = "DRILLUI_TRACE_MAX_SPANS"
+DEFAULT_MAX_SPANS = 50_000
+
+
+def max_spans_setting(env: Mapping[str, str] = os.environ) -> int:
+    raw = env.get(MAX_SPANS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SPANS
+    if not raw.isdigit() or int(raw) < 100:
+        raise UsageError(f"{MAX_SPANS_ENV}={raw!r}: give a whole number of spans >= 100, e.g. {MAX_SPANS_ENV}=200000")
+    return int(raw)
+
+
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     """`DRILLUI_STATE_DIR` if set, else the platform's per-user state folder for drillui."""
     chosen = env.get(STATE_DIR_ENV, "").strip()
@@ -241,12 +254,16 @@ class Stack:
         state_dir: Path,
         *,
         env: Mapping[str, str] = os.environ,
-        max_spans: int = 50_000,
+        max_spans: int | None = None,
     ) -> Stack:
         """Start what `env` does not override; raise UsageError, StackAlreadyRunning, StackError.
 
-        On any failure, what was already started is stopped again before the error propagates.
+        `max_spans` bounds the trace store's memory (oldest spans dropped first); default
+        `DRILLUI_TRACE_MAX_SPANS` or 50,000. On any failure, what was already started is
+        stopped again before the error propagates.
         """
+        if max_spans is None:
+            max_spans = max_spans_setting(env)
         database_url = _override(env, DATABASE_URL)
         es_url = _override(env, ES_URL)
         jaeger_url = _override(env, JAEGER_URL)
