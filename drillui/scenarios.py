@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drillui.errors import UsageError
 
+
 def default_catalog() -> Path:
     """The catalog next to the source tree (a checkout), else the installed copy."""
     beside_source = Path(__file__).resolve().parent.parent / "scenarios.yaml"
