@@ -97,3 +97,12 @@ def test_cli_runs_drill_a_on_its_own_stack_with_a_json_verdict(tmp_path: Path) -
     assert verdict["verdict"] == "pass" and verdict["scenario"] == "es_down_connect"
     assert "armed" in proc.stderr and "stack stopped" in proc.stderr
     assert not (tmp_path / "state" / "stack.json").exists()
+
+
+def test_drill_a_on_an_engine_drillui_does_not_manage_uses_a_dead_port(drill_a: Drill, infra: Infrastructure, tmp_path: Path) -> None:
+    unmanaged = Infrastructure(infra.endpoints, None, "external engine")
+    verdict, progress = _run(drill_a, unmanaged, tmp_path)
+    assert verdict.passed, [c for c in verdict.checks if not c.passed]
+    [armed] = [c for c in verdict.checks if c.id == "fault:armed"]
+    assert "workers restarted with ES_URL=http://127.0.0.1:" in armed.observed and "Connection refused" in armed.observed
+    assert sum("worker worker up" in p.message for p in progress) == 3  # started, restarted dead, restarted back

@@ -95,6 +95,10 @@ class DrillHost(Protocol):
 
     def start_worker(self, name: str) -> WorkerHandle: ...
 
+    def restart_workers(self, env: dict[str, str]) -> None:
+        """Stop every live worker cleanly and start it again with `env` on top of its own."""
+        ...
+
     def wait_for(self, what: str, predicate: Any, timeout: float) -> bool:
         """Poll `predicate()` until true, the timeout, or a stop request; says what it waits for."""
         ...

@@ -27,7 +27,7 @@ from drillui.scenarios import (
     ProjectionVersion,
     WriteBlock,
 )
-from drillui.stack.postgres import pid_alive
+from drillui.stack.postgres import free_port, pid_alive
 
 POISON_PAYLOAD: dict[str, Any] = {"title": "poison document", "n": "not-a-number"}
 """The drill index maps `n` as an integer: the engine's own mapping rejects this (a real 400)."""
@@ -46,23 +46,35 @@ class NoFaultDriver(BaseDriver):
 
 
 class EngineUnreachableDriver(BaseDriver):
-    """Close the engine to clients so every connection is really refused (no fake errors)."""
+    """Make the engine unreachable so every connection is really refused (no fake errors).
+
+    A managed engine (the embedded relay, or the docker container) is closed and reopened. An
+    engine drillui does not manage (ES_URL pointing at someone's cluster) is left alone: the
+    runbook's other method is used instead, the workers are restarted pointing at a port where
+    nothing listens, and restarted again with the real address on revert.
+    """
 
     name = "engine_unreachable"
 
+    def __init__(self) -> None:
+        self.dead_url: str | None = None
+
     def arm(self, host: DrillHost) -> FaultProof:
-        if host.engine is None or not host.engine.managed:
-            raise UsageError(
-                "this drill stops the search engine, but ES_URL points at an engine drillui does not manage",
-                hint="unset ES_URL to use the embedded engine, or use --infra docker",
-            )
-        host.engine.set_reachable(False)
-        reachable, what = _settle_probe(host.es_url, want_reachable=False)
-        return FaultProof(not reachable, what)
+        if host.engine is not None and host.engine.managed:
+            host.engine.set_reachable(False)
+            reachable, what = _settle_probe(host.es_url, want_reachable=False)
+            return FaultProof(not reachable, what)
+        self.dead_url = f"http://127.0.0.1:{free_port()}"
+        host.say(f"the engine is not managed by drillui: pointing the workers at a dead port ({self.dead_url})")
+        host.restart_workers({"ES_URL": self.dead_url})
+        reachable, what = probe_engine(self.dead_url)
+        return FaultProof(not reachable, f"workers restarted with ES_URL={self.dead_url}: {what}")
 
     def revert(self, host: DrillHost) -> FaultProof:
-        assert host.engine is not None
-        host.engine.set_reachable(True)
+        if self.dead_url is not None:
+            host.restart_workers({})
+        elif host.engine is not None:
+            host.engine.set_reachable(True)
         reachable, what = _settle_probe(host.es_url, want_reachable=True)
         return FaultProof(not reachable, what)
 

@@ -138,6 +138,7 @@ class DrillRunner:
         self._timeline: dict[str, Any] = {}
         self._fault_record: dict[str, Any] = {}
         self._probes: dict[str, Any] = {}
+        self._env_overrides: dict[str, str] = {}
         self._armed = False
         self._sampler = _Sampler(self, [m.selector for m in drill.expect.metrics if m.over == "peak"])
 
@@ -214,7 +215,8 @@ class DrillRunner:
         assert self.snapshot is not None
         index = self.worker_names.index(name)
         wp = WorkerProcess(name, self._worker_env(index, name), self.snapshot.log_path(name))
-        self.workers.append(wp)
+        # A restarted worker takes its predecessor's place (same name, same log file).
+        self.workers = [w for w in self.workers if w.name != name] + [wp]
         wp.start()
         url = wp.wait_ready()
         self._say(
@@ -227,6 +229,13 @@ class DrillRunner:
             log_path=str(wp.log_path),
         )
         return wp
+
+    def restart_workers(self, env: dict[str, str]) -> None:
+        """Stop every live worker cleanly and start it again with `env` on top of its own."""
+        self._env_overrides = dict(env)
+        for wp in [w for w in self.workers if w.alive()]:
+            wp.stop()
+            self.start_worker(wp.name)
 
     def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> bool:
         self.say(f"waiting for {what} (at most {timeout:g}s)")
@@ -380,6 +389,7 @@ class DrillRunner:
             env["OUTBOX_METRICS_PORT"] = str(self.options.metrics_port + index)
         env.update(self.fault.worker_env(index))
         env.update(w.workers[index].env)
+        env.update(self._env_overrides)
         return env
 
     def _scrape(self, phase: str) -> None:

@@ -49,6 +49,7 @@ class WorkerProcess:
     metrics_url: str | None = None
     worker_id: str = ""
     _log_file: object = field(default=None, repr=False)
+    _ready_offset: int = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +58,9 @@ class WorkerProcess:
         env["OUTBOX_WORKER_ID"] = self.worker_id
         fh = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_file = fh
+        # A restarted worker appends to its predecessor's log: read only what this one writes.
+        self._ready_offset = fh.tell()
+        self.metrics_url = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
@@ -64,7 +68,7 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> str:
         """Block until the worker has said where its metrics are; returns the /metrics URL."""
         deadline = time.monotonic() + timeout
-        offset = 0
+        offset = self._ready_offset
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise WorkerStartError(f"worker {self.name} exited with code {self.proc.returncode} at start: {self._tail()}")
