@@ -29,7 +29,7 @@ def _default_worker_id() -> str:
 class WorkerSettings(BaseSettings):
     """Everything a worker needs, read from the environment (names exactly as CONTRACT.md)."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True)
 
     DATABASE_URL: str
     """Postgres DSN holding the outbox."""
