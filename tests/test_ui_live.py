@@ -167,3 +167,13 @@ def test_raw_lines_never_break_the_live_log_checks() -> None:
     _armed(run)
     run.add_logs([parse_line("Traceback (most recent call last):", source="worker", line_no=1)])
     assert _state(run, "log:outbox.failed") == "holding"
+
+
+def test_step_bar_fills_the_trace_query_placeholder_with_the_runs_id() -> None:
+    from drillui.scenarios import Step
+    from drillui.ui.widgets.header import StepBar
+
+    bar = StepBar([Step(say="find the batch", trace_query='operation=projection.process_batch tags={"wordloom.claim_batch_id":"<id>"}')])
+    assert bar.fill(bar.steps[0].trace_query or "").endswith('"<id>"}')
+    bar.set_reactive(StepBar.ids, {"outbox_event_id": "e1", "claim_batch_id": "b1"})
+    assert bar.fill(bar.steps[0].trace_query or "") == 'operation=projection.process_batch tags={"wordloom.claim_batch_id":"b1"}'
