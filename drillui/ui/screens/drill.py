@@ -572,6 +572,11 @@ class DrillScreen(Screen[None]):
         header.worker_count = max(len(self.drill.workload.workers), len(live.workers))
         header.alive = live.alive if live.alive is not None else (len(live.workers) if self._run_active and live.workers else None)
         header.stack = self.dashboard.stack_mode
+        pivots = {"claim_batch_id": live.claim_batch_ids, "outbox_event_id": live.outbox_event_ids, "entity_id": live.entity_ids}
+        ids = {key: values[0] for key, values in pivots.items() if values}
+        steps = self.query_one(StepBar)
+        if ids != steps.ids:
+            steps.ids = ids
         if live.verdict is not None:
             word = "PASS" if live.verdict.get("passed") else "FAIL"
             header.verdict = f"{word} · evidence {live.verdict.get('snapshot', live.snapshot)} · x saves a screenshot there"

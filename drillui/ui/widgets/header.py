@@ -64,10 +64,19 @@ class StepBar(Widget):
     """
 
     index: reactive[int] = reactive(0)
+    ids: reactive[dict[str, str]] = reactive(dict, always_update=True)
+    """The run's first id per pivot (`claim_batch_id`, `outbox_event_id`, ...): a trace query's
+    `<id>` placeholder shows the real one, ready to type into Jaeger."""
 
     def __init__(self, steps: list[Step], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.steps = steps
+
+    def fill(self, query: str) -> str:
+        for key, value in self.ids.items():
+            if f"wordloom.{key}" in query:
+                return query.replace('"<id>"', f'"{value}"')
+        return query
 
     def render(self) -> Content:
         width = max(1, self.size.width)
@@ -79,7 +88,7 @@ class StepBar(Widget):
         if step.promql:
             query = Content.assemble(("  PromQL ", "$foreground-muted"), (step.promql, "$text-accent"))
         elif step.trace_query:
-            query = Content.assemble(("  Trace  ", "$foreground-muted"), (step.trace_query, "$text-accent"))
+            query = Content.assemble(("  Trace  ", "$foreground-muted"), (self.fill(step.trace_query), "$text-accent"))
         else:
             query = Content("")
         if self.size.height < 2:
