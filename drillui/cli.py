@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = stack_sub.add_parser("up", help="start Postgres, the search engine and the trace store until Ctrl-C")
     up.add_argument("--json", action="store_true", help="print the endpoints as one JSON line first")
 
-    sub.add_parser("list", help="the drill menu with last verdicts")
+    lst = sub.add_parser("list", help="the drill menu with last verdicts")
+    lst.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root to read last verdicts from")
 
     run = sub.add_parser("run", help="run a drill headless")
     run.add_argument("drill", nargs="?", help="drill id or letter, e.g. es_down_connect or A")
@@ -350,7 +351,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from drillui.scenarios import load_catalog
 
     catalog = load_catalog(_catalog_path(args))
-    root = Path("snapshots")
+    root = args.snapshots
     for d in catalog.drills:
         last = latest_run(root, d.id)
         verdict = "-"
