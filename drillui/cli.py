@@ -400,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("drillui: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `drillui list | head`: the reader left. Python would complain again at exit while
+        # flushing stdout, so point it at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
