@@ -422,3 +422,12 @@ def test_raw_legacy_search_against_the_store_matches_the_client_query(server: Tr
             end=datetime.now(UTC),
         )
         assert found.body == direct.json()
+
+
+def test_legacy_trace_not_found_sample_is_an_empty_result(mock: Callable[..., JaegerClient]) -> None:
+    seen: list[httpx.Request] = []
+    client = mock(plain_404_for_v3(serving(wire_json("jaeger_search_by_traceid_not_found_sample.json"), seen)))
+    result = client.get_trace("0000000000000001")
+    assert (result.api, result.traces, result.status_code) == ("api_legacy", [], 200)
+    assert result.body["errors"] == [{"msg": "trace not found", "traceID": "0000000000000001"}]
+    assert seen[0].url.path == "/api/traces/0000000000000001"
