@@ -2,13 +2,19 @@
 
     drillui                      open the dashboard (embedded stack by default)
     drillui stack up [--json]    run the embedded stack until Ctrl-C
-    drillui list                 the drill menu with last verdicts
-    drillui run ID|--all [...]   run drills headless; exit 0 pass, 1 fail, 2 bad usage
-    drillui verify ID [--run R]  recompute a verdict from a snapshot folder, offline
-    drillui export ID [--run R]  query the trace backend again by the run's ids
+    drillui list                 the drill menu with how each drill's last run ended
+    drillui run ID|--all [...]   run drills headless (exit codes below)
+    drillui verify ID [--run R]  judge a recorded run again from its record; writes nothing
+    drillui export ID [--run R]  query the trace backend again by a run's ids, into a new folder
     drillui clean [ID]           revert what drills left behind; prune old snapshots
     drillui failed list|requeue  the failure-management loop of drill C
     drillui doctor [--json]      check the runbook's known malfunctions
+
+Global options (--state-dir, --scenarios, --infra) go before or after the subcommand.
+
+Exit codes of `run` (and of `verify`, for the state it recomputes): 0 passed, 1 failed,
+2 bad usage, 3 stopped (by the trainer or a signal), 4 refused (another drill running, or a
+dirty environment: nothing was recorded), 5 error (the infrastructure broke during the run).
 
 Every expected failure is a DrillError: printed as one line on stderr, exit code from the error.
 """
@@ -18,31 +24,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from drillui.errors import DrillError, UsageError
+from drillui.settings import DrillSettings
+
+MAX_DURATION_SECONDS = 3600.0
+MAX_TRIGGER_COUNT = 100_000
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    if v > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_DURATION_SECONDS:g} seconds")
     return v
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
+def _count(limit: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 1 <= v <= limit:
+            raise argparse.ArgumentTypeError(f"{text!r} must be between 1 and {limit:,}")
+        return v
+
+    return parse
 
 
 def _port(text: str) -> int:
@@ -50,133 +71,170 @@ def _port(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"port {v} is outside 0..65535")
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port {v} is outside 1..65535")
     return v
+
+
+def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # Given to the main parser (defaults) and to every subcommand (SUPPRESS: an option given
+    # after the subcommand overrides, an absent one leaves the value from before it).
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("--state-dir", type=Path, help="stack state folder (default: $DRILLUI_STATE_DIR or a per-user folder)", **d)
+    p.add_argument("--scenarios", type=Path, help="drill catalog (default: $DRILLUI_SCENARIOS, ./scenarios.yaml, else the bundled one)", **d)
+    p.add_argument("--infra", choices=["embedded", "docker"], help="embedded stack (default) or docker-compose.infra.yml (also $DRILLUI_INFRA)", **d)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drillui", description="Guided observability failure drills on an outbox worker.")
-    p.add_argument("--state-dir", type=Path, help="stack state folder (default: $DRILLUI_STATE_DIR or a per-user folder)")
-    p.add_argument("--scenarios", type=Path, help="drill catalog (default: ./scenarios.yaml, else the bundled one)")
-    p.add_argument("--infra", choices=["embedded", "docker"], help="embedded stack (default) or docker-compose.infra.yml (also $DRILLUI_INFRA)")
+    _global_options(p, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
     sub = p.add_subparsers(dest="command")
 
-    stack = sub.add_parser("stack", help="the embedded infrastructure")
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    stack = add("stack", help="the embedded infrastructure")
     stack_sub = stack.add_subparsers(dest="stack_command", required=True)
-    up = stack_sub.add_parser("up", help="start Postgres, the search engine and the trace store until Ctrl-C")
+    up = stack_sub.add_parser("up", parents=[common], help="start Postgres, the search engine and the trace store until Ctrl-C")
     up.add_argument("--json", action="store_true", help="print the endpoints as one JSON line first")
 
-    lst = sub.add_parser("list", help="the drill menu with last verdicts")
-    lst.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root to read last verdicts from")
+    lst = add("list", help="the drill menu with how each drill's last run ended")
+    lst.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root to read last runs from")
 
-    run = sub.add_parser("run", help="run a drill headless")
+    run = add("run", help="run a drill headless")
     run.add_argument("drill", nargs="?", help="drill id or letter, e.g. es_down_connect or A")
     run.add_argument("--all", action="store_true", help="run every drill of the catalog, then print a table")
     run.add_argument("--json", action="store_true", help="print the verdict as one JSON document on stdout")
     run.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root (default ./snapshots)")
-    run.add_argument("--duration", type=_positive_float, help="seconds the fault stays armed")
-    run.add_argument("--trigger-count", type=_positive_int, help="how many trigger events to write")
+    run.add_argument("--duration", type=_seconds, help="seconds the fault stays armed")
+    run.add_argument("--trigger-count", type=_count(MAX_TRIGGER_COUNT), help="how many trigger events to write")
     run.add_argument("--op", choices=["upsert", "delete"], help="op of the trigger events")
-    run.add_argument("--bulk-size", type=_positive_int, help="claim batch size")
+    run.add_argument("--bulk-size", type=_count(10_000), help="claim batch size")
     run.add_argument("--metrics-port", type=_port, help="first worker's /metrics port (the next workers take the following ports); default: free ports")
-    run.add_argument("--scrape-delay", type=_positive_float, default=0.0, help="seconds to wait before the after scrapes")
+    run.add_argument("--scrape-delay", type=_seconds, default=0.0, help="seconds to wait before the after scrapes")
     run.add_argument("--force-clean", action="store_true", help="remove leftover drill events before starting")
 
-    verify = sub.add_parser("verify", help="recompute a verdict from its snapshot folder (offline)")
+    verify = add("verify", help="judge a recorded run again from its own record (writes nothing)")
     verify.add_argument("drill")
     verify.add_argument("--run", help="run id (default: the latest)")
     verify.add_argument("--snapshots", type=Path, default=Path("snapshots"))
     verify.add_argument("--json", action="store_true")
 
-    export = sub.add_parser("export", help="query the trace backend again by a run's ids; writes _exports/")
+    export = add("export", help="query the trace backend again by a run's ids; writes a new _exports/<time>/")
     export.add_argument("drill")
     export.add_argument("--run", help="run id (default: the latest)")
     export.add_argument("--snapshots", type=Path, default=Path("snapshots"))
     export.add_argument("--lookback", default="1h", help="how far back to search, e.g. 30m, 1h, 2d (default 1h)")
-    export.add_argument("--limit", type=_positive_int, default=20)
+    export.add_argument("--limit", type=_count(1000), default=20)
     export.add_argument("--service", default=None, help="service name (default wordloom-search-outbox-worker)")
 
-    cl = sub.add_parser("clean", help="revert what drills left behind (engine, write blocks, workers, rows); prune snapshots")
+    cl = add("clean", help="revert what drills left behind (engine, write blocks, workers, rows); prune snapshots")
     cl.add_argument("drill", nargs="?", help="also prune this drill's snapshots")
     cl.add_argument("--keep-last", type=int, default=None, help="keep the newest N snapshot folders of the drill")
+    cl.add_argument("--rows", action="store_true", help="remove every outbox row drills wrote (done and failed too), not only unfinished ones")
     cl.add_argument("--snapshots", type=Path, default=Path("snapshots"))
 
     from drillui.doctor import add_doctor_arguments
 
-    doctor = sub.add_parser("doctor", help="check the runbook's known malfunctions; exit 1 if any check fails")
+    doctor = add("doctor", help="check the runbook's known malfunctions; exit 1 if any check fails")
     add_doctor_arguments(doctor)
 
-    failed = sub.add_parser("failed", help="rows in status failed: list them, requeue them")
+    failed = add("failed", help="rows in status failed: list them, requeue them")
     fsub = failed.add_subparsers(dest="failed_command", required=True)
-    fl = fsub.add_parser("list", help="id, entity, reason, last error, attempts, age")
+    fl = fsub.add_parser("list", parents=[common], help="id, entity, reason, last error, attempts, age")
     fl.add_argument("--projection", choices=["search_index_to_elastic", "chronicle"])
-    fl.add_argument("--limit", type=_positive_int, default=100)
+    fl.add_argument("--limit", type=_count(100_000), default=100)
     fl.add_argument("--json", action="store_true")
-    fr = fsub.add_parser("requeue", help="send failed rows round again (after fixing the cause)")
+    fr = fsub.add_parser("requeue", parents=[common], help="send failed rows round again (after fixing the cause)")
     fr.add_argument("ids", nargs="*", help="outbox event ids")
     fr.add_argument("--all", action="store_true", help="every failed row")
     return p
 
 
-def _catalog_path(args: argparse.Namespace) -> Path | None:
-    if args.scenarios:
-        return args.scenarios
-    env = os.environ.get("DRILLUI_SCENARIOS")
-    if env:
-        return Path(env)
-    local = Path("scenarios.yaml")
-    return local if local.exists() else None
+# ---- run ----------------------------------------------------------------------------------------
 
 
-def _print_verdict(verdict: object, as_json: bool) -> None:
-    from drillui.evidence.verdict import Verdict
-
-    assert isinstance(verdict, Verdict)
+def _print_verdict(verdict: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(verdict.to_json(), indent=2))
         return
     print()
     print(f"{verdict.scenario} run {verdict.run_id}")
     for c in verdict.checks:
-        mark = "PASS" if c.passed else "FAIL"
+        mark = {"passed": "PASS", "failed": "FAIL"}.get(c.state, c.state.upper())
         print(f"  [{mark}] {c.description}")
         print(f"         expected {c.expected}; observed {c.observed}")
     for note in verdict.notes:
         print(f"  note: {note}")
-    print(f"verdict: {'PASS' if verdict.passed else 'FAIL'}  evidence: {verdict.snapshot}")
+    word = {"passed": "PASS", "failed": "FAIL"}.get(verdict.state, verdict.state.upper())
+    print(f"{word}: {verdict.why}  evidence: {verdict.snapshot}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+@contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[None]:
+    """Ctrl+C, SIGTERM and SIGHUP end the drill the honest way: recorded as stopped, the fault
+    reverted, the workers stopped and the run's rows settled. A second one only says so."""
+    names: dict[int, str] = {signal.SIGINT: "Ctrl+C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            os.write(2, b"drillui: still stopping: reverting the fault and stopping the workers...\n")
+            return
+        os.write(2, f"drillui: {names.get(signum, signum)}: stopping the drill (fault reverted, workers stopped)...\n".encode())
+        stop.request(names.get(signum, str(signum)))
+
+    previous = {sig: signal.signal(sig, handler) for sig in names}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def cmd_run(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.record.events import Event, PhaseChanged, Said
+    from drillui.runner.cleanup import RunRefused
     from drillui.runner.infra import open_infrastructure
-    from drillui.runner.runner import DrillRunner, Progress, RunOptions
+    from drillui.runner.runner import EXIT_CODES, DrillRunner, RunOptions, StopSignal, exit_code
     from drillui.scenarios import load_catalog
 
-    catalog = load_catalog(_catalog_path(args))
+    catalog = load_catalog(settings.catalog_path())
     if args.all == bool(args.drill):
         raise UsageError("give one drill id or letter, or --all", hint="drillui list shows the menu")
     drills = catalog.drills if args.all else [catalog.get(args.drill)]
     out = sys.stderr if args.json else sys.stdout
 
-    def progress(p: Progress) -> None:
-        print(f"[{p.elapsed:6.1f}s] {p.phase:<10} {p.message}", file=out, flush=True)
+    def progress(ev: Event) -> None:
+        if isinstance(ev, PhaseChanged) and ev.message:
+            print(f"[{ev.t:6.1f}s] {ev.phase:<10} {ev.message}", file=out, flush=True)
+        elif isinstance(ev, Said):
+            print(f"[{ev.t:6.1f}s]            {ev.message}", file=out, flush=True)
 
     options = RunOptions(
-        snapshots=args.snapshots,
-        duration=args.duration,
-        trigger_count=args.trigger_count,
-        op=args.op,
-        bulk_size=args.bulk_size,
-        scrape_delay=args.scrape_delay,
-        force_clean=args.force_clean,
-        metrics_port=args.metrics_port,
+        snapshots=args.snapshots, duration=args.duration, trigger_count=args.trigger_count, op=args.op,
+        bulk_size=args.bulk_size, scrape_delay=args.scrape_delay, force_clean=args.force_clean, metrics_port=args.metrics_port,
     )
     verdicts = []
-    with open_infrastructure(args.state_dir, on_status=lambda m: print(f"[  stack] {m}", file=out, flush=True)) as infra:
+    codes: list[int] = []
+    stop = StopSignal()
+    with _stop_on_signals(stop), open_infrastructure(settings, on_status=lambda m: print(f"[  stack] {m}", file=out, flush=True)) as infra:
         for drill in drills:
+            if stop.is_set():
+                print(f"drill {drill.letter} {drill.id}: not run (stopped)", file=out, flush=True)
+                continue
             print(f"drill {drill.letter} {drill.id}: {drill.title}", file=out, flush=True)
-            verdict = DrillRunner(drill, infra, options, on_progress=progress).run()
+            try:
+                verdict = DrillRunner(drill, infra, options, on_event=progress, stop=stop).run()
+            except RunRefused as exc:
+                if not args.all:
+                    raise
+                print(f"  refused: {exc}", file=out, flush=True)
+                codes.append(EXIT_CODES["refused"])
+                continue
             verdicts.append((drill, verdict))
+            codes.append(exit_code(verdict))
             if not args.all:
                 _print_verdict(verdict, args.json)
     if args.all:
@@ -184,44 +242,59 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(json.dumps([v.to_json() for _, v in verdicts], indent=2))
         else:
             print()
-            print(f"{'drill':<26} {'verdict':<8} {'time':>6}  key figure")
+            print(f"{'drill':<26} {'state':<8} {'time':>6}  key figure")
             for drill, v in verdicts:
-                mark = "PASS" if v.passed else "FAIL"
                 took = f"{v.duration_seconds:.1f}s" if v.duration_seconds is not None else "-"
-                print(f"{drill.letter} {drill.id:<24} {mark:<8} {took:>6}  {v.key_figure}")
-            failed = [d.id for d, v in verdicts if not v.passed]
-            print(f"{len(verdicts) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
-    return 0 if all(v.passed for _, v in verdicts) else 1
+                print(f"{drill.letter} {drill.id:<24} {v.state.upper():<8} {took:>6}  {v.key_figure}")
+            passed = sum(v.passed for _, v in verdicts)
+            others = [f"{d.id} {v.state}" for d, v in verdicts if not v.passed]
+            print(f"{passed} passed, {len(drills) - passed} not" + (f": {', '.join(others)}" if others else ""))
+    return max(codes, default=0)
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from drillui.evidence.snapshot import Snapshot
-    from drillui.evidence.summary import write_summary
-    from drillui.evidence.verdict import evaluate
+# ---- verify, export, list -----------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.evidence.verify import verify
+    from drillui.record.reader import read_run
+    from drillui.record.snapshot import run_folder
+    from drillui.runner.runner import exit_code
     from drillui.scenarios import load_catalog
 
-    drill = load_catalog(_catalog_path(args)).get(args.drill)
-    path = _run_folder(args, drill.id)
-    snap = Snapshot.open(path)
-    verdict = evaluate(snap, drill)
-    snap.write_json("_result.json", verdict.to_json())
-    write_summary(snap, verdict)
-    _print_verdict(verdict, args.json)
-    return 0 if verdict.passed else 1
-
-
-def _run_folder(args: argparse.Namespace, drill_id: str) -> Path:
-    from drillui.evidence.snapshot import latest_run
-
-    if args.run:
-        path = args.snapshots / drill_id / args.run
-        if not path.is_dir():
-            raise UsageError(f"no run {args.run} under {args.snapshots / drill_id}")
-        return path
-    found = latest_run(args.snapshots, drill_id)
-    if found is None:
-        raise UsageError(f"no snapshot of {drill_id} under {args.snapshots}", hint=f"run `drillui run {drill_id}` first")
-    return found
+    drill = load_catalog(settings.catalog_path()).get(args.drill)
+    v = verify(read_run(run_folder(args.snapshots, drill.id, args.run)), drill)
+    m = v.manifest
+    if args.json:
+        print(json.dumps({
+            "recomputed": v.recomputed.to_json(),
+            "recorded": v.recorded.model_dump(mode="json") if v.recorded else None,
+            "differences": v.differences,
+            "manifest": {"present": m.present, "changed": m.changed, "missing": m.missing, "added": m.added},
+            "notes": v.notes,
+            "consistent": v.consistent,
+        }, indent=2))
+    else:
+        _print_verdict(v.recomputed, False)
+        for note in v.notes:
+            print(f"note: {note}")
+        if v.differences:
+            print("the recomputed verdict differs from the recorded one (which is kept as it was):")
+            for d in v.differences:
+                print(f"  - {d}")
+        else:
+            print("recomputed from the record: the same verdict as recorded")
+        if not m.present:
+            print("no _manifest.json: this run predates it (or did not end): file integrity cannot be checked")
+        elif m.intact:
+            print("every recorded file matches _manifest.json" + (f" ({len(m.added)} added since: {', '.join(m.added[:4])})" if m.added else ""))
+        else:
+            for rel in m.changed:
+                print(f"CHANGED since the run: {rel}")
+            for rel in m.missing:
+                print(f"MISSING since the run: {rel}")
+    code = exit_code(v.recomputed)
+    return 1 if code == 0 and not v.consistent else code
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -236,60 +309,84 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace, settings: DrillSettings) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from drillui.evidence.snapshot import Snapshot
+    from drillui.evidence.state import RunState
+    from drillui.evidence.verify import recorded_drill
+    from drillui.record.reader import read_run
+    from drillui.record.snapshot import run_folder
+    from drillui.runner.export import export_traces
     from drillui.runner.infra import open_infrastructure
-    from drillui.runner.runner import export_traces
     from drillui.scenarios import load_catalog
+    from worker.contract import DEFAULT_SERVICE_NAME
 
-    drill = load_catalog(_catalog_path(args)).get(args.drill)
-    snap = Snapshot.open(_run_folder(args, drill.id))
-    ids = snap.read_json("_ids.json", {})
-    pivots = {
-        "outbox_event_id": ids.get("outbox_event_ids", []),
-        "entity_id": ids.get("entity_ids", []),
-        "claim_batch_id": ids.get("claim_batch_ids", []),
-        "obs_schema": ["labs-009-v2"],
-    }
+    catalog_drill = load_catalog(settings.catalog_path()).get(args.drill)
+    run = read_run(run_folder(args.snapshots, catalog_drill.id, args.run))
+    drill, _ = recorded_drill(run, catalog_drill)
+    state = RunState(drill).apply_all(run.events)
+    pivots = {by: state.pivots(by) for by in ("outbox_event_id", "claim_batch_id", "entity_id")}
+    pivots["obs_schema"] = ["labs-009-v2"]
     start = datetime.now(UTC) - timedelta(seconds=_duration(args.lookback))
-    with open_infrastructure(args.state_dir) as infra:
-        index = export_traces(snap, drill, infra.endpoints.jaeger_url, pivots, start=start, limit=args.limit)
-    found = sum(int(q.get("traces") or 0) for q in index)
-    apis = sorted({str(q.get("api")) for q in index if q.get("api")})
-    print(f"exported {len(index)} quer(ies), {found} trace(s) found, answered by {', '.join(apis) or 'nothing'}: {snap.path / '_exports'}")
-    if not found:
-        print("note: the embedded trace store keeps spans in memory only: export right after the run, "
-              "or keep `drillui stack up` running across runs", file=sys.stderr)
+    with open_infrastructure(settings) as infra:
+        folder = run.snapshot.new_export_dir()
+        exported = export_traces(folder, drill, infra.endpoints.jaeger_url, pivots, start=start, limit=args.limit,
+                                 service=args.service or DEFAULT_SERVICE_NAME)
+    print(f"exported {len(exported.queries)} quer(ies), {exported.traces_found} trace(s) found, answered by "
+          f"{', '.join(exported.apis) or 'nothing'}: {folder}")
+    print(f"the run's own evidence is untouched: {run.snapshot.path}")
+    if not exported.traces_found:
+        print("note: the embedded trace store keeps spans in memory only: export while the same `drillui stack up` "
+              "runs, or read the spans the run recorded itself (`drillui replay`, _events.jsonl)", file=sys.stderr)
     return 0
 
 
-def cmd_clean(args: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.record.snapshot import end_state_of, latest_run
+    from drillui.scenarios import load_catalog
+
+    catalog = load_catalog(settings.catalog_path())
+    if args.snapshots.exists() and not args.snapshots.is_dir():
+        raise UsageError(f"--snapshots {args.snapshots} is a file, not a folder")
+    for d in catalog.drills:
+        last = latest_run(args.snapshots, d.id)
+        shown = "-"
+        if last is not None:
+            _, word = end_state_of(last)
+            shown = f"{word} ({last.name})"
+        print(f"{d.letter}  {d.id:<22} {d.title:<48} {shown}")
+    return 0
+
+
+# ---- clean, failed ------------------------------------------------------------------------------
+
+
+def cmd_clean(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.runner.cleanup import clean, prune_snapshots
     from drillui.runner.infra import open_infrastructure
     from drillui.scenarios import load_catalog
 
     if args.keep_last is not None and args.keep_last < 0:
         raise UsageError("--keep-last must be >= 0")
-    with open_infrastructure(args.state_dir) as infra:
-        done = clean(infra)
+    with open_infrastructure(settings) as infra:
+        done = clean(infra, rows=args.rows)
     for line in done:
         print(f"cleaned: {line}")
     if not done:
         print("nothing to clean: engine reachable, no write block, no leftover worker, no unfinished drill row")
     if args.drill and args.keep_last is not None:
-        drill = load_catalog(_catalog_path(args)).get(args.drill)
-        pruned = prune_snapshots(args.snapshots, drill.id, args.keep_last)
-        print(f"pruned {len(pruned)} snapshot folder(s) of {drill.id}, kept the newest {args.keep_last}")
+        drill = load_catalog(settings.catalog_path()).get(args.drill)
+        pruned, kept = prune_snapshots(args.snapshots, drill.id, args.keep_last)
+        print(f"pruned {len(pruned)} snapshot folder(s) of {drill.id}, kept the newest {args.keep_last}"
+              + (f"; left {len(kept)} unfinished run(s) alone" if kept else ""))
     return 0
 
 
-def cmd_failed(args: argparse.Namespace) -> int:
+def cmd_failed(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.runner.infra import open_infrastructure
     from worker.db import connect, ensure_schema, queries
 
-    with open_infrastructure(args.state_dir) as infra, connect(infra.endpoints.database_url) as conn:
+    with open_infrastructure(settings) as infra, connect(infra.endpoints.database_url) as conn:
         ensure_schema(conn)
         if args.failed_command == "list":
             rows = conn.execute(queries()["list_failed"], {"projection": args.projection, "limit": args.limit}).fetchall()  # type: ignore[arg-type]
@@ -315,7 +412,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
             raise UsageError(f"not an outbox event id: {exc}") from None
         rows = conn.execute(queries()["requeue_failed"], {"all": bool(args.all), "ids": ids}).fetchall()  # type: ignore[arg-type]
         requeued = {r["id"] for r in rows}
-        audit = _audit(args, "outbox.requeued", count=len(requeued), outbox_event_ids=sorted(str(i) for i in requeued), all=bool(args.all))
+        audit = _audit(settings, "outbox.requeued", count=len(requeued), outbox_event_ids=sorted(str(i) for i in requeued), all=bool(args.all))
         print(f"requeued {len(requeued)} failed row(s) (logged to {audit})")
         missing = [str(i) for i in ids if i not in requeued]
         if missing:
@@ -323,14 +420,14 @@ def cmd_failed(args: argparse.Namespace) -> int:
         return 0
 
 
-def _audit(args: argparse.Namespace, event: str, **fields: object) -> Path:
+def _audit(settings: DrillSettings, event: str, **fields: object) -> Path:
     """Append one JSON line to the state folder's audit log: who changed outbox rows by hand."""
     import getpass
     from datetime import UTC, datetime
 
     from drillui.stack.stack import default_state_dir
 
-    folder = args.state_dir or default_state_dir()
+    folder = settings.state_dir or default_state_dir(settings.environ)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "audit.log"
     line = {"ts": datetime.now(UTC).isoformat(), "event": event, "by": getpass.getuser(), **fields}
@@ -346,43 +443,29 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from drillui.evidence.snapshot import latest_run
-    from drillui.scenarios import load_catalog
-
-    catalog = load_catalog(_catalog_path(args))
-    root = args.snapshots
-    for d in catalog.drills:
-        last = latest_run(root, d.id)
-        verdict = "-"
-        if last is not None and (last / "_result.json").exists():
-            data = json.loads((last / "_result.json").read_text())
-            verdict = f"{data.get('verdict', '?').upper()} ({last.name})"
-        print(f"{d.letter}  {d.id:<22} {d.title:<48} {verdict}")
-    return 0
-
-
-def _cmd_doctor(args: argparse.Namespace) -> int:
+def _cmd_doctor(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.doctor import cmd_doctor
 
-    return cmd_doctor(args)
+    args.infra = settings.infra
+    args.state_dir = settings.state_dir
+    return cmd_doctor(args, settings.environ)
 
 
-def cmd_stack(args: argparse.Namespace) -> int:
+def cmd_stack(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.stack.cli import stack_up
+    from drillui.stack.stack import default_state_dir
 
-    return stack_up(args.state_dir, args.json)
+    return stack_up(settings.state_dir or default_state_dir(settings.environ), args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        settings = DrillSettings.build(state_dir=args.state_dir, infra=args.infra, scenarios=args.scenarios)
         if args.command is None:
             from drillui.ui.app import run_dashboard
 
-            return run_dashboard(args.state_dir, _catalog_path(args))
-        if args.infra:
-            os.environ["DRILLUI_INFRA"] = args.infra
+            return run_dashboard(settings)
         handler = {
             "run": cmd_run,
             "verify": cmd_verify,
@@ -393,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "failed": cmd_failed,
             "doctor": _cmd_doctor,
         }[args.command]
-        return handler(args)
+        return handler(args, settings)
     except DrillError as exc:
         print(f"drillui: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -332,3 +332,13 @@ def load_catalog(path: Path | None = None) -> Catalog:
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise UsageError(f"{p.name}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return parse_catalog(data, source=p.name)
+
+
+def parse_drill(data: Any, *, source: str = "recorded drill") -> Drill:
+    """One drill entry (e.g. the copy a run recorded in its `run_started` event)."""
+    try:
+        return Drill.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(drill)"
+        raise UsageError(f"{source}: {where}: {err['msg']}") from None

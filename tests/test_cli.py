@@ -20,9 +20,15 @@ def drillui(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     [
         (["run", "nope"], "no drill 'nope'"),
         (["run", "A", "--duration", "soon"], "is not a number of seconds"),
-        (["run", "A", "--metrics-port", "70000"], "outside 0..65535"),
-        (["run", "A", "--trigger-count", "0"], "must be >= 1"),
-        (["verify", "A", "--snapshots", "/nonexistent"], "no snapshot of es_down_connect"),
+        (["run", "A", "--metrics-port", "70000"], "outside 1..65535"),
+        (["run", "A", "--trigger-count", "0"], "must be between 1 and"),
+        (["run", "A", "--trigger-count", "10000000"], "must be between 1 and"),
+        (["run", "A", "--duration", "1e400"], "not a finite number of seconds"),
+        (["run", "A", "--duration", "nan"], "not a finite number of seconds"),
+        (["run", "A", "--duration", "86400"], "more than 3600 seconds"),
+        (["verify", "A", "--snapshots", "/nonexistent"], "no run of es_down_connect"),
+        (["verify", "A", "--run", "../../target"], "is not a run id"),
+        (["list", "--infra", "kubernetes"], "invalid choice: 'kubernetes'"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
@@ -58,3 +64,40 @@ def test_list_shows_the_menu() -> None:
     proc = drillui("--scenarios", str(ROOT / "scenarios.yaml"), "list")
     assert proc.returncode == 0
     assert "A  es_down_connect" in proc.stdout
+
+
+def test_global_options_work_after_the_subcommand_too(tmp_path: Path) -> None:
+    from drillui.cli import build_parser
+
+    args = build_parser().parse_args(["stack", "up", "--state-dir", str(tmp_path), "--json"])
+    assert args.state_dir == tmp_path and args.json
+    args = build_parser().parse_args(["--infra", "docker", "list"])
+    assert args.infra == "docker"
+    args = build_parser().parse_args(["list", "--infra", "docker", "--scenarios", "x.yaml"])
+    assert args.infra == "docker" and str(args.scenarios) == "x.yaml"
+    proc = drillui("list", "--scenarios", str(ROOT / "scenarios.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0 and "A  es_down_connect" in proc.stdout
+
+
+def test_the_infra_flag_reaches_the_dashboard_without_touching_the_environment() -> None:
+    import os
+
+    from drillui.settings import DrillSettings
+    from drillui.ui.app import DrillApp
+    from drillui.scenarios import load_catalog
+
+    before = dict(os.environ)
+    settings = DrillSettings.build({"DRILLUI_INFRA": "embedded"}, infra="docker")
+    app = DrillApp(load_catalog(ROOT / "scenarios.yaml"), settings=settings, start_stack=False)
+    assert app.settings.infra == "docker"
+    assert dict(os.environ) == before
+
+
+def test_a_bad_infra_variable_is_one_line_and_exit_2() -> None:
+    import os
+
+    env = {**os.environ, "DRILLUI_INFRA": "kubernetes"}
+    proc = subprocess.run([sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml"), "list"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and "DRILLUI_INFRA='kubernetes' is not valid" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -76,12 +76,21 @@ def test_run_all_from_a_fresh_folder_then_verify_export_list(stack: Path) -> Non
         env={"PATH": os.environ["PATH"], "HOME": str(stack)}, capture_output=True, text=True, timeout=60, cwd=stack / "copy",
     )
     assert offline.returncode == 0, offline.stderr
-    assert json.loads(offline.stdout)["verdict"] == "pass"
+    report = json.loads(offline.stdout)
+    assert report["recomputed"]["verdict"] == "pass" and report["consistent"] and report["differences"] == []
 
-    # export: the running stack's trace store still holds the spans
+    # export: the running stack's trace store still holds the spans; written beside the record
+    [run_a] = list((stack / "snapshots" / "es_down_connect").iterdir())
+    before = (run_a / "_manifest.json").read_text()
     exported = drillui(stack, "export", "A", "--lookback", "1h", "--limit", "5")
     assert exported.returncode == 0, exported.stderr
     assert "answered by api_v3" in exported.stdout and " 0 trace(s)" not in exported.stdout
+    [later] = [p for p in (run_a / "_exports").iterdir() if p.is_dir()]
+    assert (later / "_queries.json").is_file()
+    assert (run_a / "_manifest.json").read_text() == before
+    verified = drillui(stack, "verify", "A")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "every recorded file matches _manifest.json (" in verified.stdout  # the export: added, nothing changed
 
 
 def test_failed_list_and_requeue(stack: Path) -> None:
@@ -110,8 +119,9 @@ def test_a_dirty_environment_is_refused_until_cleaned(drill_infra: Infrastructur
     assert any("unreachable" in d for d in dirt) and any("1 pending" in d for d in dirt)
     with pytest.raises(DirtyState) as refused:
         DrillRunner(drill, drill_infra, RunOptions(snapshots=tmp_path)).run()
-    assert isinstance(refused.value, DrillError) and refused.value.exit_code == 2
+    assert isinstance(refused.value, DrillError) and refused.value.exit_code == 4
     assert "drillui clean" in str(refused.value)
+    assert not (tmp_path / drill.id).exists(), "a refused run must leave no folder"
 
     done = clean(drill_infra)
     assert "made the search engine reachable again" in done and any("removed 1" in d for d in done)
@@ -131,12 +141,17 @@ def test_clean_lifts_a_write_block_left_behind(drill_infra: Infrastructure, es_u
     httpx.delete(f"{es_url}/{index}")
 
 
-def test_prune_keeps_the_newest(tmp_path: Path) -> None:
-    for name in ("20260101T000000", "20260102T000000", "20260103T000000"):
+def test_prune_keeps_the_newest_and_never_an_unfinished_run(tmp_path: Path) -> None:
+    for name in ("20260101T000000", "20260102T000000", "20260103T000000", "20260104T000000"):
         (tmp_path / "es_429" / name).mkdir(parents=True)
-    pruned = prune_snapshots(tmp_path, "es_429", 1)
-    assert [p.name for p in pruned] == ["20260101T000000", "20260102T000000"]
-    assert [p.name for p in (tmp_path / "es_429").iterdir()] == ["20260103T000000"]
+        (tmp_path / "es_429" / name / "_events.jsonl").write_text("")
+        if name != "20260102T000000":  # this one has no end: running, or interrupted
+            (tmp_path / "es_429" / name / "_result.json").write_text(
+                json.dumps({"scenario": "es_429", "run_id": name, "verdict": "pass", "passed": True}))
+    pruned, kept = prune_snapshots(tmp_path, "es_429", 1)
+    assert [p.name for p in pruned] == ["20260101T000000", "20260103T000000"]
+    assert [p.name for p in kept] == ["20260102T000000"]
+    assert sorted(p.name for p in (tmp_path / "es_429").iterdir()) == ["20260102T000000", "20260104T000000"]
 
 
 def test_only_orphaned_drill_workers_count_as_leftovers() -> None:
@@ -165,6 +180,6 @@ def test_drill_workers_do_not_inherit_worker_knobs_from_the_shell(monkeypatch: p
     monkeypatch.setenv("OUTBOX_EXPERIMENT_ES_429_EVERY_N", "2")
     monkeypatch.setenv("ES_INDEX", "someone-elses-index")
     monkeypatch.setenv("OUTBOX_METRICS_HOST", "0.0.0.0")
-    env = inherited_environment()
+    env = inherited_environment(os.environ)
     assert "OUTBOX_EXPERIMENT_ES_429_EVERY_N" not in env and "ES_INDEX" not in env
     assert env["OUTBOX_METRICS_HOST"] == "0.0.0.0" and env["PATH"] == os.environ["PATH"]

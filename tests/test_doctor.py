@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import json
 import socket
 import threading
@@ -561,7 +562,7 @@ def test_cmd_doctor_json_and_exit_code_on_the_embedded_servers(
         argv = ["--state-dir", str(tmp_path / "no-stack"), "--json", "--service", service, "--logs", str(tmp_path / "logs"), "--metrics", url]
         out = io.StringIO()
         with redirect_stdout(out):
-            code = cmd_doctor(_args(argv))
+            code = cmd_doctor(_args(argv), os.environ)
     report = json.loads(out.getvalue())
     assert code == 0, [c for c in report["checks"] if c["status"] == "fail"]
     assert report["ok"] is True and report["infra"] == "embedded"
@@ -571,7 +572,7 @@ def test_cmd_doctor_json_and_exit_code_on_the_embedded_servers(
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/postgres")
     out = io.StringIO()
     with redirect_stdout(out):
-        code = cmd_doctor(_args(["--state-dir", str(tmp_path / "no-stack"), "--json", "--check", "postgres.reachable"]))
+        code = cmd_doctor(_args(["--state-dir", str(tmp_path / "no-stack"), "--json", "--check", "postgres.reachable"]), os.environ)
     assert code == 1
     assert "s3cret" not in out.getvalue()
     report = json.loads(out.getvalue())
@@ -579,7 +580,7 @@ def test_cmd_doctor_json_and_exit_code_on_the_embedded_servers(
 
     out = io.StringIO()
     with redirect_stdout(out):
-        cmd_doctor(_args(["--state-dir", str(tmp_path / "no-stack"), "--check", "postgres.reachable"]))
+        cmd_doctor(_args(["--state-dir", str(tmp_path / "no-stack"), "--check", "postgres.reachable"]), os.environ)
     assert "[FAIL] postgres.reachable" in out.getvalue() and "fix: " in out.getvalue()
     assert "1 checks: 0 passed, 1 failed, 0 skipped" in out.getvalue()
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from drillui.evidence.snapshot import Snapshot
-from drillui.evidence.verdict import evaluate
+from drillui.evidence.verify import verify
+from drillui.record.events import Event, Said
+from drillui.record.reader import read_run
 from drillui.runner.infra import Infrastructure
 from drillui.runner.runner import DrillRunner, RunOptions
 from drillui.scenarios import NoFault, load_catalog
@@ -47,8 +48,9 @@ def test_drill_passes_within_20s_and_verifies_offline(letter: str, drill_infra: 
     run = Path(verdict.snapshot)
     copy = tmp_path / "copied" / drill.id / run.name
     shutil.copytree(run, copy)
-    again = evaluate(Snapshot.open(copy), drill)
-    assert [(c.id, c.passed, c.observed) for c in again.checks] == [(c.id, c.passed, c.observed) for c in verdict.checks]
+    again = verify(read_run(copy), drill)
+    assert again.consistent, again.differences
+    assert [(c.id, c.state, c.observed) for c in again.recomputed.checks] == [(c.id, c.state, c.observed) for c in verdict.checks]
 
 
 @pytest.mark.parametrize("letter", LETTERS)
@@ -64,13 +66,12 @@ def test_drill_fails_when_its_fault_is_left_out(letter: str, drill_infra: Infras
 def test_a_fault_that_cannot_prove_it_is_armed_fails_loudly(drill_infra: Infrastructure, tmp_path: Path) -> None:
     drill = CATALOG.get("E")
     one_worker = drill.workload.model_copy(update={"workers": drill.workload.workers[:1]})
-    seen: list[str] = []
+    seen: list[Event] = []
     verdict = DrillRunner(
-        drill.model_copy(update={"workload": one_worker}), drill_infra, RunOptions(snapshots=tmp_path),
-        on_progress=lambda p: seen.append(p.message),
+        drill.model_copy(update={"workload": one_worker}), drill_infra, RunOptions(snapshots=tmp_path), on_event=seen.append,
     ).run()
     assert not verdict.passed
     [armed] = [c for c in verdict.checks if c.id == "fault:armed"]
     assert not armed.passed and "contention needs two" in armed.observed
-    assert any(m.startswith("FAULT NOT ARMED") for m in seen)
+    assert any(e.message.startswith("FAULT NOT ARMED") for e in seen if isinstance(e, Said))
     assert not (Path(verdict.snapshot) / "_metrics" / "metrics-after.txt").exists()  # the clock never started

@@ -19,7 +19,11 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from drillui.evidence.checks import Check
+from drillui.evidence.signals import SIGNALS, signal_view
 from drillui.faults.base import probe_engine
+from drillui.record.eventlog import read_events
+from drillui.record.events import FaultReverted, StopRequested
 from drillui.runner.infra import Infrastructure
 from drillui.runner.runner import RunOptions
 from drillui.scenarios import load_catalog
@@ -28,6 +32,7 @@ from drillui.stack.stack import Endpoints, LocalEngineSwitch
 from drillui.stack.tracestore import TraceStoreServer
 from drillui.ui.app import DrillApp
 from drillui.ui.screens.drill import DrillScreen
+from worker.db import connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,39 +63,47 @@ async def test_drill_a_from_the_screen_completes_its_checklist(infra: Infrastruc
         screen = app.screen
         assert isinstance(screen, DrillScreen) and screen.drill.id == "es_down_connect"
 
+        def checks() -> dict[str, Check]:
+            return {cid: Check.from_json(c) for cid, c in screen.state.checks.items()}
+
         # Live: the retry signal and its checks tick while the fault is still armed.
         def live_retry_seen() -> bool:
-            by_id = {c.id: c for c in screen.live.checks()}
-            check = by_id.get('metric:outbox_retry_scheduled_total{reason="es_connect"}')
-            return screen.live.reverted_at is None and check is not None and check.state == "seen"
+            check = checks().get('metric:outbox_retry_scheduled_total{reason="es_connect"}')
+            return screen.state.reverted_at is None and check is not None and check.state == "seen"
 
-        await _until(pilot, lambda: live_retry_seen() or screen.live.reverted_at is not None, 60, "the run to progress")
+        await _until(pilot, lambda: live_retry_seen() or screen.state.reverted_at is not None, 60, "the run to progress")
         assert live_retry_seen(), "retry did not tick while the fault was armed"
-        seen = {c.id: c for c in screen.live.checks()}['metric:outbox_retry_scheduled_total{reason="es_connect"}']
+        seen = checks()['metric:outbox_retry_scheduled_total{reason="es_connect"}']
         assert seen.first_seen_seconds is not None and 0 <= seen.first_seen_seconds < 3
         assert "outbox_retry_scheduled_total" in seen.query
 
-        await _until(pilot, lambda: screen.live.verdict is not None and not screen.check_action("stop", ()), 90, "the verdict")
-        checks = screen.live.checks()
-        assert checks and all(c.state == "passed" for c in checks), [c for c in checks if c.state != "passed"]
+        await _until(pilot, lambda: screen.state.verdict is not None and not screen.check_action("stop", ()), 90, "the verdict")
+        final = list(checks().values())
+        assert final and all(c.state == "passed" for c in final), [c for c in final if c.state != "passed"]
 
         # The same evidence as `drillui run`: the runner's own snapshot, with its verdict.
-        verdict = screen.live.verdict
+        verdict = screen.state.verdict
         assert verdict is not None
         run = Path(str(verdict["snapshot"]))
         assert run.parent == tmp_path / "es_down_connect"
         result = json.loads((run / "_result.json").read_text())
-        assert result["verdict"] == "pass" and [c["id"] for c in result["checks"]] == [c.id for c in checks]
+        assert result["verdict"] == "pass" and [c["id"] for c in result["checks"]] == [c.id for c in final]
 
         # The panels show the evidence: traces by the run's ids, logs of the worker.
         table = screen.query_one("#traces-table", DataTable)
         await _until(pilot, lambda: table.row_count > 0, 15, "traces in the panel")
-        assert len(screen.buffer) > 0
-        assert any(r.event == "outbox.retry_scheduled" for r in screen.buffer.records())
+        assert len(screen.state.logs) > 0
+        assert any(r.event == "outbox.retry_scheduled" for r in screen.state.logs.records())
+        # The gauges at the verdict are the final state (the database's), not a stale scrape.
+        views = {v.signal.key: v for v in (signal_view(screen.state, s) for s in SIGNALS)}
+        assert views["lag"].value == 0 and views["age"].value == 0 and views["stuck"].value == 0
 
         await pilot.press("x")
-        await _until(pilot, lambda: (run / f"dashboard-{run.name}.svg").exists(), 10, "the screenshot")
-        assert "<svg" in (run / f"dashboard-{run.name}.svg").read_text()[:500]
+        shot = run / f"dashboard-{run.name}-01.svg"
+        await _until(pilot, lambda: shot.exists(), 10, "the screenshot")
+        assert "<svg" in shot.read_text()[:500]
+        await pilot.press("x")
+        await _until(pilot, lambda: (run / f"dashboard-{run.name}-02.svg").exists(), 10, "a second, numbered screenshot")
 
 
 async def test_quitting_mid_drill_reverts_the_fault_and_stops_the_workers(infra: Infrastructure, tmp_path: Path) -> None:
@@ -99,9 +112,10 @@ async def test_quitting_mid_drill_reverts_the_fault_and_stops_the_workers(infra:
         await pilot.press("r")
         screen = app.screen
         assert isinstance(screen, DrillScreen)
-        await _until(pilot, lambda: screen.live.armed_at is not None and bool(screen.live.outbox_event_ids), 60, "the fault armed")
+        await _until(pilot, lambda: screen.state.armed_at is not None and bool(len(screen.state.outbox_event_ids)), 60,
+                     "the fault armed")
         assert not probe_engine(infra.endpoints.es_url)[0], "the engine should be unreachable while armed"
-        pids = [w.pid for w in screen.live.workers.values() if w.pid]
+        pids = [w.pid for w in screen.state.workers.values() if w.pid]
         assert pids and all(psutil.pid_exists(p) for p in pids)
         await pilot.press("q")
         await _until(pilot, lambda: app.return_code is not None, 90, "the app to exit")
@@ -109,4 +123,12 @@ async def test_quitting_mid_drill_reverts_the_fault_and_stops_the_workers(infra:
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, f"worker {pid} left running"
     runs = list((tmp_path / "es_down_connect").iterdir())
-    assert len(runs) == 1 and json.loads((runs[0] / "_result.json").read_text())["verdict"] == "fail"
+    assert len(runs) == 1
+    result = json.loads((runs[0] / "_result.json").read_text())
+    assert result["state"] == "stopped" and result["why"] == "stopped by key q", result
+    events = read_events(runs[0] / "_events.jsonl")
+    assert any(isinstance(e, StopRequested) and e.how == "key q" for e in events)
+    assert any(isinstance(e, FaultReverted) and not e.still_armed for e in events)
+    with connect(infra.endpoints.database_url) as conn:
+        left = conn.execute("SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'processing')").fetchone()
+    assert left is not None and left["n"] == 0, "the stopped run left its trigger row behind"

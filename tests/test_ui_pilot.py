@@ -1,8 +1,8 @@
 """Pilot tests of the dashboard on recorded data: menu, running, pivots, filters, help, quitting.
 
-No server runs here: the drill's data is the recorded drill A run of `drillui.ui.demo`, the trace
-store is its `FakeTraceBackend`, and "running a drill" uses a stand-in runner with the real one's
-signature and progress events. `test_ui_drill_a.py` runs the real runner on the embedded stack.
+No server runs here: the drill's data is the recorded drill A run of `drillui.ui.demo` (its typed
+events), and "running a drill" uses a stand-in runner with the real one's signature that emits
+those events. `test_ui_drill_a.py` runs the real runner on the embedded stack.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, OptionList, Static, Tree
 
-from drillui.evidence.verdict import Verdict
+from drillui.evidence.checks import Verdict
+from drillui.record.events import Event, PhaseChanged, RunEnded, StopRequested
 from drillui.runner.infra import Infrastructure
-from drillui.runner.runner import Progress, RunOptions
+from drillui.runner.runner import RunOptions, StopSignal
 from drillui.scenarios import Drill
 from drillui.stack.stack import Endpoints
 from drillui.ui import demo
@@ -39,10 +40,8 @@ pytestmark = pytest.mark.anyio
 SIZE = (160, 48)
 
 
-def _app(tmp_path: Path, *, infra: Infrastructure | None = None, backend: demo.FakeTraceBackend | None = None) -> DrillApp:
-    fake = backend or demo.FakeTraceBackend()
-    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", infra=infra, start_stack=False,
-                    trace_backend=lambda url: fake)
+def _app(tmp_path: Path, *, infra: Infrastructure | None = None) -> DrillApp:
+    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", infra=infra, start_stack=False)
 
 
 async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -136,34 +135,35 @@ async def test_menu_refuses_to_run_before_the_stack_is_ready(tmp_path: Path) -> 
 
 
 class StandInRunner:
-    """The runner's signature and progress events, without servers: it replays the recorded run,
+    """The runner's signature and events, without servers: it emits the recorded run's events,
     and holds in the "running" phase until released or stopped."""
 
     release = threading.Event()
-    stops: ClassVar[list[bool]] = []
+    stops: ClassVar[list[str]] = []
 
     def __init__(self, drill: Drill, infra: Infrastructure, options: RunOptions, *,
-                 on_progress: Callable[[Progress], None], stop: threading.Event) -> None:
-        self.drill, self.on_progress, self.stop = drill, on_progress, stop
-
-    def _emit(self, events: list[Any]) -> None:
-        for e in events:
-            data = {k: v for k, v in e.data.items() if k not in ("metrics_url", "log_path")}
-            self.on_progress(Progress(e.phase, e.message, e.elapsed, data))
+                 on_event: Callable[[Event], None], stop: StopSignal) -> None:
+        self.drill, self.on_event, self.stop = drill, on_event, stop
+        self._observers = None
 
     def run(self) -> Verdict:
-        running = demo.progress("running")
-        self._emit(running)
+        running = demo.events("running")
+        for e in running:
+            self.on_event(e)
         deadline = time.monotonic() + 20
         while not (self.release.is_set() or self.stop.is_set()) and time.monotonic() < deadline:
             time.sleep(0.02)
-        stopped = self.stop.is_set()
-        StandInRunner.stops.append(stopped)
-        rest = demo.progress("verified")[len(running):]
-        self._emit(rest)
-        verdict = Verdict(self.drill.id, demo.RUN_ID, not stopped, [], demo.SNAPSHOT)
-        self.on_progress(Progress("verified" if verdict.passed else "failed", "verdict", 7.0, {"verdict": verdict.to_json()}))
-        return verdict
+        if self.stop.is_set():
+            StandInRunner.stops.append(self.stop.how)
+            self.on_event(StopRequested(how=self.stop.how))
+            verdict = Verdict(self.drill.id, demo.RUN_ID, "stopped", [], demo.SNAPSHOT, why=f"stopped by {self.stop.how}")
+            self.on_event(PhaseChanged(phase="ended", message="STOPPED"))
+            self.on_event(RunEnded(state="stopped", why=verdict.why, verdict=verdict.to_json()))
+            return verdict
+        rest = demo.events("verified")[len(running):]
+        for e in rest:
+            self.on_event(e)
+        return Verdict(self.drill.id, demo.RUN_ID, "passed", [], demo.SNAPSHOT)
 
 
 @pytest.fixture
@@ -185,14 +185,15 @@ async def test_choosing_and_running_a_drill(tmp_path: Path, stand_in: type[Stand
         await pilot.press("down", "up", "enter")
         screen = app.screen
         assert isinstance(screen, DrillScreen) and screen.drill.letter == "A"
-        await _until(pilot, lambda: screen.live.armed_at is not None and bool(screen.live.outbox_event_ids))
+        await _until(pilot, lambda: screen.state.armed_at is not None and bool(len(screen.state.outbox_event_ids)))
         assert screen.check_action("stop", ()) and not screen.check_action("back", ())
+        await pilot.pause(0.2)
         shown = _screen_text(app)
         assert "RUNNING" in shown and "workers 1/1 alive" in shown
         stand_in.release.set()
-        await _until(pilot, lambda: screen.live.verdict is not None and not screen.check_action("stop", ()))
-        await pilot.pause()
-        assert f"PASS · evidence {demo.SNAPSHOT}" in _screen_text(app)
+        await _until(pilot, lambda: screen.state.verdict is not None and not screen.check_action("stop", ()))
+        await pilot.pause(0.2)
+        assert f"PASS · all 10 checks passed · evidence {demo.SNAPSHOT}" in _screen_text(app)
         assert screen.check_action("run_again", ()) and screen.check_action("back", ())
         await pilot.press("escape")
         assert isinstance(app.screen, MenuScreen)
@@ -204,12 +205,13 @@ async def test_stop_key_stops_the_run(tmp_path: Path, stand_in: type[StandInRunn
         await pilot.press("r")
         screen = app.screen
         assert isinstance(screen, DrillScreen)
-        await _until(pilot, lambda: screen.live.phase == "running")
+        await _until(pilot, lambda: screen.state.phase == "running")
         await pilot.press("s")
-        await _until(pilot, lambda: screen.live.verdict is not None and not screen.check_action("stop", ()))
-        assert stand_in.stops == [True]
-        await pilot.pause()
-        assert f"FAIL · evidence {demo.SNAPSHOT}" in _screen_text(app)
+        await _until(pilot, lambda: screen.state.verdict is not None and not screen.check_action("stop", ()))
+        assert stand_in.stops == ["key s"]
+        await pilot.pause(0.2)
+        shown = _screen_text(app)
+        assert "STOPPED" in shown and f"STOPPED · stopped by key s · evidence {demo.SNAPSHOT}" in shown
 
 
 async def test_quitting_mid_drill_stops_the_run_before_exiting(tmp_path: Path, stand_in: type[StandInRunner]) -> None:
@@ -218,11 +220,23 @@ async def test_quitting_mid_drill_stops_the_run_before_exiting(tmp_path: Path, s
         await pilot.press("r")
         screen = app.screen
         assert isinstance(screen, DrillScreen)
-        await _until(pilot, lambda: screen.live.phase == "running")
+        await _until(pilot, lambda: screen.state.phase == "running")
         await pilot.press("q")
         await _until(pilot, lambda: app.return_code is not None)
     # The app exited only once the runner had seen the stop and returned.
-    assert stand_in.stops == [True]
+    assert stand_in.stops == ["key q"]
+
+
+async def test_ctrl_c_in_the_dashboard_stops_the_run_as_ctrl_c(tmp_path: Path, stand_in: type[StandInRunner]) -> None:
+    app = _app(tmp_path, infra=_infra())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, DrillScreen)
+        await _until(pilot, lambda: screen.state.phase == "running")
+        await pilot.press("ctrl+c")
+        await _until(pilot, lambda: app.return_code is not None)
+    assert stand_in.stops == ["Ctrl+C"]
 
 
 # ---- pivots and filters -------------------------------------------------------------------------
@@ -292,16 +306,19 @@ async def test_log_filters_free_text_and_key_value(tmp_path: Path) -> None:
 
 
 async def test_trace_filter_typed_and_picked(tmp_path: Path) -> None:
-    backend = demo.FakeTraceBackend()
-    app = _app(tmp_path, backend=backend)
+    app = _app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await _replayed(pilot)
         table = screen.query_one("#traces-table", DataTable)
         assert table.row_count == 2 * (len(demo.ATTEMPTS) + 1)
         await pilot.press("f", *f"claim_batch_id={demo.batch_id(3)}", "enter")
         await _until(pilot, lambda: table.row_count == 2)
-        assert ("projection.process_batch", {"wordloom.claim_batch_id": demo.batch_id(3)}) in backend.queries
         assert str(table.get_row_at(0)[6]) == demo.batch_id(3)[:8]
+        # An id typed as the panel shows it (its first 8 characters) finds the same trace.
+        await pilot.press("f", "ctrl+u", *f"claim_batch_id={demo.batch_id(4)[:8]}", "enter")
+        await _until(pilot, lambda: table.row_count == 2 and str(table.get_row_at(0)[6]) == demo.batch_id(4)[:8])
+        await pilot.press("f", "ctrl+u", *demo.trace_id(2)[:8], "enter")
+        await _until(pilot, lambda: table.row_count == 2)
         await pilot.press("e")
         await _until(pilot, lambda: isinstance(app.screen, PickerModal))
         await pilot.press("enter")  # the first id offered: the drill's outbox event
@@ -313,9 +330,9 @@ async def test_a_bad_trace_filter_is_explained(tmp_path: Path) -> None:
     app = _app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await _replayed(pilot)
-        await pilot.press("f", *"attempt=2", "enter")
+        await pilot.press("f", *"claim_batch_id=", "enter")
         await pilot.pause()
-        assert any("cannot search traces by 'attempt'" in str(n.message) for n in app._notifications)
+        assert any("needs a value" in str(n.message) for n in app._notifications)
 
 
 async def test_escape_leaves_a_filter_field_for_its_table(tmp_path: Path) -> None:
@@ -352,7 +369,7 @@ async def test_help_shows_every_key(tmp_path: Path) -> None:
         body = app.screen.query_one("#modal-body", Static)
         text = str(body.visual.plain if hasattr(body.visual, "plain") else body.visual)
         for words in ("Stop the drill", "Run the drill again", "Remove leftover drill events", "Span tree of the trace",
-                      "Open the trace of the line", "Save an SVG screenshot", "Quit", "Pivots"):
+                      "Open the trace of the line", "Save a numbered SVG screenshot", "Quit", "Pivots"):
             assert words in text, words
         await pilot.press("escape")
         assert isinstance(app.screen, DrillScreen)

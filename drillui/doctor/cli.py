@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,7 +57,7 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="append", metavar="NAME", help="run only this check (repeatable)")
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """`drillui doctor [--json] [--logs DIR_OR_FILE...] [--prometheus URL] [--metrics URL_OR_PORT...]
     [--service NAME] [--index PATTERN] [--window SECONDS] [--timeout SECONDS] [--check NAME]...`
 
@@ -75,7 +74,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     Returns 1 when any check fails, else 0; bad usage raises UsageError (exit 2 in the CLI).
     """
-    inputs = resolve_inputs(args, os.environ)
+    inputs = resolve_inputs(args, env)
     only = getattr(args, "check", None)
     began = time.monotonic()
     results = run_doctor(inputs, only=only)

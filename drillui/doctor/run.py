@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import httpx
-
+from drillui import http as loopback
 from drillui.doctor.checks_infra import (
     check_docker_engine_switch,
     check_engine,
@@ -53,6 +52,6 @@ def run_doctor(inputs: DoctorInputs, *, only: Sequence[str] | None = None) -> li
     if unknown:
         raise UsageError(f"no such doctor check: {', '.join(unknown)}", hint=f"checks: {', '.join(n for n, _ in CHECKS)}")
     # trust_env=False: a proxy from the environment must never see loopback traffic.
-    with httpx.Client(trust_env=False, timeout=inputs.timeout) as http:
+    with loopback.client(timeout=inputs.timeout) as http:
         ctx = DoctorContext(inputs, http)
         return [ctx.result(name, check) for name, check in CHECKS if only is None or name in only]

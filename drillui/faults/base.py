@@ -11,13 +11,14 @@ fills in the steps its fault needs.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 import psycopg
+
+from drillui import http
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,19 @@ class WorkerHandle(Protocol):
     def stop(self, timeout: float = ...) -> int | None: ...
 
 
+class StopFlag(Protocol):
+    """A run's stop request, as a driver waits on it."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = ...) -> bool: ...
+
+
 class DrillHost(Protocol):
     """What a fault driver may do to the run in progress."""
 
-    stop_requested: threading.Event
+    @property
+    def stop_requested(self) -> StopFlag: ...
     triggered: bool
     trigger_ids: list[uuid.UUID]
     worker_names: list[str]
@@ -140,7 +150,8 @@ class BaseDriver:
 def probe_engine(es_url: str, timeout: float = 1.0) -> tuple[bool, str]:
     """(reachable, what happened) for one real request to the engine's root."""
     try:
-        resp = httpx.get(es_url.rstrip("/") + "/", timeout=timeout)
+        with http.client(timeout=timeout) as c:
+            resp = c.get(es_url.rstrip("/") + "/")
     except httpx.ConnectError as exc:
         return False, f"GET {es_url}/ -> ConnectError: {exc}"
     except httpx.TimeoutException as exc:

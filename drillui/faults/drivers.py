@@ -11,8 +11,7 @@ import time
 import uuid
 from typing import Any
 
-import httpx
-
+from drillui import http
 from drillui.errors import UsageError
 from drillui.faults.base import BaseDriver, DrillHost, FaultProof, probe_engine
 from drillui.scenarios import (
@@ -121,7 +120,8 @@ class WriteBlockDriver(BaseDriver):
 
     def _set(self, host: DrillHost, on: bool) -> FaultProof:
         url = f"{host.es_url}/{host.index}/_settings"
-        resp = httpx.put(url, json={"index": {"blocks": {"write": on}}}, timeout=5)
+        with http.client(timeout=5) as c:
+            resp = c.put(url, json={"index": {"blocks": {"write": on}}})
         if resp.status_code >= 300:
             return FaultProof(not on, f"PUT {url} -> HTTP {resp.status_code}: {resp.text[:200]}")
         value = read_write_block(host.es_url, host.index)
@@ -146,7 +146,8 @@ class WriteBlockDriver(BaseDriver):
 
 
 def read_write_block(es_url: str, index: str) -> bool:
-    resp = httpx.get(f"{es_url}/{index}/_settings", timeout=5)
+    with http.client(timeout=5) as c:
+        resp = c.get(f"{es_url}/{index}/_settings")
     resp.raise_for_status()
     settings = resp.json().get(index, {}).get("settings", {}).get("index", {})
     value = settings.get("blocks", {}).get("write", settings.get("blocks.write", "false"))
@@ -162,7 +163,8 @@ class PoisonDocumentDriver(BaseDriver):
         self.spec = spec
 
     def arm(self, host: DrillHost) -> FaultProof:
-        resp = httpx.get(f"{host.es_url}/{host.index}/_mapping", timeout=5)
+        with http.client(timeout=5) as c:
+            resp = c.get(f"{host.es_url}/{host.index}/_mapping")
         resp.raise_for_status()
         props = resp.json().get(host.index, {}).get("mappings", {}).get("properties", {})
         n_type = props.get("n", {}).get("type")

@@ -13,19 +13,19 @@ user runs `docker compose` and the drills are the same.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import psycopg
 
+from drillui import http
 from drillui.errors import UsageError
 from drillui.faults.base import EngineSwitch
+from drillui.settings import DrillSettings
 from drillui.stack.stack import Endpoints, Stack, default_state_dir
 
 INFRA_ENV = "DRILLUI_INFRA"
@@ -37,11 +37,18 @@ class Infrastructure:
     endpoints: Endpoints
     engine: EngineSwitch | None
     mode: str
+    environ: Mapping[str, str] | None = field(default=None, repr=False)
+    """The environment drillui was started with (workers inherit what is not a worker setting);
+    None: this process's, read once by `DrillSettings`."""
+
+    def base_environment(self) -> Mapping[str, str]:
+        return self.environ if self.environ is not None else DrillSettings.build().environ
 
     def versions(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         try:
-            info = httpx.get(self.endpoints.es_url + "/", timeout=2).json()
+            with http.client(timeout=2) as c:
+                info = c.get(self.endpoints.es_url + "/").json()
             v = info.get("version", {})
             out["engine"] = f"{v.get('distribution', 'elasticsearch')} {v.get('number', '?')}"
             if info.get("cluster_name") == "osmem":
@@ -59,13 +66,15 @@ class Infrastructure:
 
 @contextmanager
 def open_infrastructure(
-    state_dir: Path | None,
+    settings: DrillSettings | None = None,
     *,
-    env: Mapping[str, str] = os.environ,
     on_status: Callable[[str], None] | None = None,
 ) -> Iterator[Infrastructure]:
+    settings = settings or DrillSettings.build()
+    env = settings.environ
+    state_dir = settings.state_dir
     say = on_status or (lambda m: None)
-    if infra_choice(env) == "docker":
+    if settings.infra == "docker":
         infra = docker_infrastructure(env, say)
         try:
             yield infra
@@ -79,7 +88,7 @@ def open_infrastructure(
     running = Stack.attach(folder)
     if running is not None:
         say(f"using the stack already running on {folder} (pid {running.pid})")
-        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}")
+        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}", env)
         return
     began = time.monotonic()
     say(f"starting the embedded stack in {folder}")
@@ -90,13 +99,13 @@ def open_infrastructure(
             say(f"{part.name}: {how}{' (' + part.detail + ')' if part.detail else ''}")
         say(f"stack ready in {time.monotonic() - began:.1f}s")
         mode = "embedded (started for this run)" if all(p.started for p in stack.parts) else "mixed (environment overrides)"
-        yield Infrastructure(stack.endpoints, stack.engine_switch, mode)
+        yield Infrastructure(stack.endpoints, stack.engine_switch, mode, env)
     finally:
         stack.stop()
         say("stack stopped")
 
 
-def infra_choice(env: Mapping[str, str] = os.environ) -> str:
+def infra_choice(env: Mapping[str, str]) -> str:
     """`embedded` (the default) or `docker`, from `DRILLUI_INFRA`; anything else is a UsageError."""
     value = env.get(INFRA_ENV, "").strip().lower() or "embedded"
     if value not in INFRA_CHOICES:
@@ -113,4 +122,4 @@ def docker_infrastructure(env: Mapping[str, str], say: Callable[[str], None]) ->
     switch = DockerEngineSwitch.from_env(endpoints.es_url, env)
     project = compose_project(env)
     say(f"using the docker infrastructure (compose project {project}): engine {endpoints.es_url}, Jaeger {endpoints.jaeger_url}")
-    return Infrastructure(endpoints, switch, f"docker (compose project {project})")
+    return Infrastructure(endpoints, switch, f"docker (compose project {project})", env)

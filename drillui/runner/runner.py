@@ -1,64 +1,105 @@
 """The drill runner: the one place that knows the order of a drill.
 
-prepare -> start workers -> scrape "before" -> arm the fault (and prove it) -> write the trigger
-events -> run for the drill's bounded time -> scrape "after" -> revert the fault -> let the
-trigger events settle -> scrape "recovered" -> stop the workers -> query traces by the run's ids
--> check the environment is clean -> write the evidence -> compute the verdict from the files.
+take the run lock, refuse a dirty environment (no folder is left) -> create the run folder ->
+start workers -> scrape "before" -> arm the fault (and prove it) -> write the trigger events -> run
+while the fault is armed -> scrape "after" -> revert the fault -> let the trigger events settle ->
+scrape "recovered" -> probe -> stop the workers -> settle the run's own rows -> read the final
+gauges from the database -> query traces by the run's ids -> check the environment is clean ->
+judge -> write the derived files and the manifest.
 
-The CLI and the dashboard drive this same class; the dashboard listens to its progress events
-from a worker thread. Whatever happens (an error, a stop request), the fault is reverted and the
-workers are stopped before `run` returns or raises. Fault drivers fill in the steps their fault
-needs through the `DrillHost` methods below (write triggers, start or kill a worker, probe).
+Everything the runner does and sees is a typed event (`drillui.record.events`) emitted through
+one `Recorder`: it goes to `_events.jsonl`, to the run's state, and to whoever listens (the CLI
+prints it, the dashboard draws it). While the workers run, `Observers` sample their /metrics,
+read their logs and query their spans, as events too.
+
+Whatever happens (an error, a stop request, SIGTERM), the fault is reverted, the workers are
+stopped and the run's own unsettled rows are removed before `run` returns, and the run ends in one
+honest state: passed, failed, stopped (by the trainer) or error (the infrastructure broke). A run
+that cannot start (another drill running, a dirty environment) raises `RunRefused` and leaves no
+folder. Fault drivers fill in the steps their fault needs through the `DrillHost` methods below.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import httpx
 import psycopg
+from psycopg.types.json import Jsonb
 
-from drillui import __version__
+from drillui import __version__, http
 from drillui.errors import DrillError, StackError
-from drillui.evidence.snapshot import Snapshot, redact_env, redact_url
+from drillui.evidence.checks import Verdict, end_state, evaluate, key_figure, report_notes, trace_check_id
 from drillui.evidence.summary import write_summary
-from drillui.evidence.verdict import Verdict, evaluate, load_logs, trace_check_name
-from drillui.faults.base import EngineSwitch, FaultProof, probe_engine
+from drillui.faults.base import EngineSwitch, probe_engine
 from drillui.faults.drivers import driver_for
-from drillui.runner.cleanup import DRILL_CORRELATION_PREFIX, OWNER_ENV_MARK, RUN_ENV_MARK, clean, find_dirt
+from drillui.record.eventlog import EventLogWriter
+from drillui.record.events import (
+    CleanChecked,
+    Event,
+    FaultArmed,
+    FaultNotArmed,
+    FaultReverted,
+    GaugesProbed,
+    PhaseChanged,
+    ProbeRecorded,
+    RowsSettled,
+    RunStarted,
+    Said,
+    SpansSeen,
+    StatusesPolled,
+    StopRequested,
+    TracesExported,
+    TriggersWritten,
+    WorkerStarted,
+    WorkerStopped,
+)
+from drillui.record.snapshot import FAULT, IDS, PROBES, RECIPE, RESULT, TIMELINE, FaultRecord, Ids, Proof, Recipe, Snapshot, Timeline
+from drillui.redact import redact_env, redact_text, redact_url
+from drillui.runner.cleanup import (
+    APP_NAME_PREFIX,
+    DRILL_CORRELATION_PREFIX,
+    OWNER_ENV_MARK,
+    RUN_ENV_MARK,
+    RunRefused,
+    acquire_run_lock,
+    clean,
+    find_dirt,
+)
+from drillui.runner.export import export_traces
 from drillui.runner.infra import Infrastructure
-from drillui.runner.workers import WorkerProcess
+from drillui.runner.observers import Observers, Target
+from drillui.runner.recorder import Listener, Recorder
+from drillui.runner.workers import WorkerProcess, WorkerStartError
 from drillui.scenarios import Drill
 from drillui.sources.errors import SourceError
 from drillui.sources.metrics import MetricsScraper
-from drillui.sources.traces import JaegerClient, TraceQueryError
+from drillui.sources.traces import span_to_json
 from worker.contract import DEFAULT_SERVICE_NAME
-from worker.db import connect, ensure_schema, insert_event
+from worker.db import OutboxStore, connect, ensure_schema
 
-Phase = Literal["preparing", "starting", "arming", "armed", "running", "recovering", "collecting", "verified", "failed"]
+TRACE_WAIT_SECONDS: Final = 6.0
+STATUS_POLL_SECONDS: Final = 0.2
+TRIGGER_BATCH: Final = 1000
+INDEX_MAPPING: Final[dict[str, Any]] = {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}
 
-TRACE_WAIT_SECONDS = 6.0
-MAX_PIVOTS = 5
-SAMPLE_INTERVAL_SECONDS = 0.25
-INDEX_MAPPING: dict[str, Any] = {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}
+EXIT_CODES: Final[dict[str, int]] = {"passed": 0, "failed": 1, "usage": 2, "stopped": 3, "refused": 4, "error": 5}
+"""The exit code of `drillui run` for each way a run can end (documented in the README)."""
+
+# What "the infrastructure broke" looks like from here: the run ends in state `error`.
+INFRA_ERRORS: Final = (psycopg.Error, httpx.HTTPError, StackError, SourceError, WorkerStartError, OSError)
 
 
-@dataclass(frozen=True)
-class Progress:
-    phase: Phase
-    message: str
-    elapsed: float
-    data: dict[str, Any] = field(default_factory=dict)
+class DirtyState(RunRefused):
+    title = "Environment not clean"
 
 
 @dataclass(frozen=True)
@@ -74,41 +115,70 @@ class RunOptions:
     """First worker's /metrics port (e.g. one Prometheus scrapes); None picks free ports."""
 
 
-class DirtyState(DrillError):
-    title = "Environment not clean"
-    exit_code = 2
+class StopSignal:
+    """A stop request and how it was made (`key s`, `SIGTERM`, ...).
+
+    Safe to set from a signal handler: setting takes no lock (a handler runs between two
+    bytecodes of the main thread, which may hold any lock at that moment); waiting polls.
+    """
+
+    POLL_SECONDS: Final = 0.05
+
+    def __init__(self) -> None:
+        self._set = False
+        self.how = ""
+        self.at: float | None = None
+
+    def request(self, how: str) -> None:
+        if not self._set:
+            self.how, self.at = how, time.time()
+            self._set = True
+
+    def set(self) -> None:
+        self.request("requested")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._set:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(self.POLL_SECONDS if left is None else min(self.POLL_SECONDS, left))
+        return True
 
 
-class _Sampler:
-    """Scrapes every live worker a few times a second for the drill's peak checks."""
+class _Worker:
+    """A worker as the fault drivers hold it: stopping or killing it is recorded."""
 
-    def __init__(self, runner: DrillRunner, selectors: list[str]) -> None:
-        self.runner = runner
-        self.selectors = selectors
-        self.rows: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="drill-sampler", daemon=True)
+    def __init__(self, runner: DrillRunner, process: WorkerProcess) -> None:
+        self._runner = runner
+        self.process = process
+        self.name = process.name
+        self.worker_id = process.worker_id
+        self.log_path = process.log_path
 
-    def start(self) -> None:
-        if self.selectors:
-            self._thread.start()
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
-    def _loop(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_SECONDS):
-            for wp in list(self.runner.workers):
-                if not wp.alive() or wp.metrics_url is None:
-                    continue
-                try:
-                    with MetricsScraper(wp.metrics_url, timeout=1.0) as s:
-                        snap = s.scrape()
-                except SourceError:
-                    continue  # the worker is stopping or was killed: its absence is the evidence
-                self.rows.append({"t": snap.taken_at, "worker": wp.name, "values": {sel: snap.value(sel) for sel in self.selectors}})
+    def alive(self) -> bool:
+        return self.process.alive()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
+    def kill(self) -> None:
+        was = self.process.alive()
+        self.process.kill()
+        if was:
+            self._runner._worker_ended(self.process, "killed")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        was = self.process.alive()
+        code = self.process.stop(timeout)
+        if was:
+            self._runner._worker_ended(self.process, "stopped")
+        return code
 
 
 class DrillRunner:
@@ -118,29 +188,33 @@ class DrillRunner:
         infra: Infrastructure,
         options: RunOptions | None = None,
         *,
-        on_progress: Callable[[Progress], None] | None = None,
-        stop: threading.Event | None = None,
+        on_event: Listener | None = None,
+        stop: StopSignal | None = None,
     ) -> None:
         self.drill = drill
         self.infra = infra
         self.options = options or RunOptions()
-        self.on_progress = on_progress or (lambda p: None)
-        self.stop_requested = stop or threading.Event()
+        self.listeners = [on_event] if on_event is not None else []
+        self.stop_requested = stop or StopSignal()
         self.fault = driver_for(drill.fault)
         self.worker_names = [w.name for w in drill.workload.workers]
-        self.workers: list[WorkerProcess] = []
+        self.workers: list[_Worker] = []
         self.snapshot: Snapshot | None = None
         self.triggered = False
         self.trigger_ids: list[uuid.UUID] = []
+        self._trigger_set: set[uuid.UUID] = set()
         self.entity_ids: list[uuid.UUID] = []
+        self._entity_set: set[uuid.UUID] = set()
         self._conn: psycopg.Connection[Any] | None = None
-        self._t0 = time.monotonic()
-        self._timeline: dict[str, Any] = {}
-        self._fault_record: dict[str, Any] = {}
-        self._probes: dict[str, Any] = {}
+        self._recorder: Recorder | None = None
+        self._observers: Observers | None = None
         self._env_overrides: dict[str, str] = {}
         self._armed = False
-        self._sampler = _Sampler(self, [m.selector for m in drill.expect.metrics if m.over == "peak"])
+        self._arm_tried = False
+        self._stop_noted = False
+        self._statuses: dict[str, int] = {}
+        self._recovered_at: float | None = None
+        self._http = http.client(timeout=5.0)
 
     # ---- DrillHost: what fault drivers may use -------------------------------------------
 
@@ -169,79 +243,110 @@ class DrillRunner:
     def duration(self) -> float:
         return self.options.duration if self.options.duration is not None else self.drill.duration
 
+    @property
+    def recorder(self) -> Recorder:
+        assert self._recorder is not None, "the run has not started"
+        return self._recorder
+
     def db(self) -> psycopg.Connection[Any]:
         assert self._conn is not None
         return self._conn
 
+    def emit(self, event: Event) -> Event:
+        return self.recorder.emit(event)
+
     def say(self, message: str) -> None:
-        self._say(self._phase, message)
+        self.emit(Said(message=redact_text(message)))
+
+    def _phase(self, phase: str, message: str = "") -> None:
+        self.emit(PhaseChanged(phase=phase, message=redact_text(message)))  # type: ignore[arg-type]
 
     def trigger(self) -> None:
-        for n in range(self.trigger_count):
-            payload = {"title": f"drill {self.drill.id} event {n}", "n": n}
-            self.insert(self.op, uuid.uuid4(), payload)
+        """The drill's default trigger events, written in batches."""
+        rows = [(self.op, uuid.uuid4(), {"title": f"drill {self.drill.id} event {n}", "n": n}) for n in range(self.trigger_count)]
+        for start in range(0, len(rows), TRIGGER_BATCH):
+            self._insert_many(rows[start:start + TRIGGER_BATCH])
         self.triggered = True
 
     def insert(
         self, op: str, entity_id: uuid.UUID, payload: Any = None, *, delay: float = 0.0, projection: str | None = None
     ) -> uuid.UUID:
-        assert self.snapshot is not None
-        eid = insert_event(
-            self.db(),
-            projection=projection or self.drill.workload.projection,
-            op=op,
-            entity_id=entity_id,
-            payload=payload,
-            correlation_id=f"{DRILL_CORRELATION_PREFIX}{self.snapshot.run_id}",
-        )
-        if delay:
-            self.db().execute("UPDATE outbox SET next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s", (delay, eid))
-        self.trigger_ids.append(eid)
-        if entity_id not in self.entity_ids:
-            self.entity_ids.append(entity_id)
-        self.triggered = True
-        self._timeline.setdefault("triggered_at", time.time())
-        self._say(self._phase, f"wrote {op} event {eid} (entity {entity_id})" + (f", due in {delay:g}s" if delay else ""),
-                  outbox_event_ids=[str(i) for i in self.trigger_ids])
+        [eid] = self._insert_many([(op, entity_id, payload)], delay=delay, projection=projection)
         return eid
 
-    def worker(self, name: str) -> WorkerProcess:
-        for wp in self.workers:
-            if wp.name == name:
-                return wp
+    def _insert_many(self, rows: list[tuple[str, uuid.UUID, Any]], *, delay: float = 0.0,
+                     projection: str | None = None) -> list[uuid.UUID]:
+        assert self.snapshot is not None
+        proj = projection or self.drill.workload.projection
+        correlation = f"{DRILL_CORRELATION_PREFIX}{self.snapshot.run_id}"
+        ids = [uuid.uuid4() for _ in rows]
+        conn = self.db()
+        with conn.transaction(), conn.cursor() as cur:
+            # Only the producer's columns, like an application writes an event; the rest default.
+            cur.executemany(
+                "INSERT INTO outbox (id, projection, op, entity_id, payload, correlation_id) VALUES (%s, %s, %s, %s, %s, %s)",
+                [(eid, proj, op, entity, Jsonb(payload if payload is not None else {}), correlation)
+                 for eid, (op, entity, payload) in zip(ids, rows, strict=True)],
+            )
+            if delay:
+                cur.execute("UPDATE outbox SET next_attempt_at = now() + make_interval(secs => %s) WHERE id = ANY(%s)", (delay, ids))
+        for eid, (_, entity, _) in zip(ids, rows, strict=True):
+            self.trigger_ids.append(eid)
+            self._trigger_set.add(eid)
+            if entity not in self._entity_set:
+                self._entity_set.add(entity)
+                self.entity_ids.append(entity)
+        self.triggered = True
+        self.emit(TriggersWritten(events=tuple(
+            {"outbox_event_id": str(eid), "entity_id": str(entity), "op": op, "projection": proj, "delay": delay}
+            for eid, (op, entity, _) in zip(ids, rows, strict=True))))
+        if len(rows) == 1:
+            op, entity, _ = rows[0]
+            self.say(f"wrote {op} event {ids[0]} (entity {entity})" + (f", due in {delay:g}s" if delay else ""))
+        else:
+            self.say(f"wrote {len(rows)} {rows[0][0]} event(s)")
+        return ids
+
+    def worker(self, name: str) -> _Worker:
+        for w in self.workers:
+            if w.name == name:
+                return w
         raise KeyError(f"worker {name} has not been started")
 
-    def start_worker(self, name: str) -> WorkerProcess:
+    def start_worker(self, name: str) -> _Worker:
         assert self.snapshot is not None
         index = self.worker_names.index(name)
-        wp = WorkerProcess(name, self._worker_env(index, name), self.snapshot.log_path(name))
+        wp = WorkerProcess(name, self._worker_env(index, name), self.snapshot.log_path(name), self.infra.base_environment())
+        handle = _Worker(self, wp)
         # A restarted worker takes its predecessor's place (same name, same log file).
-        self.workers = [w for w in self.workers if w.name != name] + [wp]
+        self.workers = [w for w in self.workers if w.name != name] + [handle]
         wp.start()
         url = wp.wait_ready()
-        self._say(
-            self._phase,
-            f"worker {wp.name} up (pid {wp.pid}, metrics {url})",
-            worker=wp.name,
-            worker_id=wp.worker_id,
-            pid=wp.pid,
-            metrics_url=url,
-            log_path=str(wp.log_path),
-        )
-        return wp
+        handle.worker_id = wp.worker_id
+        if self._observers is not None:
+            self._observers.forget_worker(name)
+        self.emit(WorkerStarted(name=wp.name, worker_id=wp.worker_id, pid=wp.pid, metrics_url=url,
+                                log_file=self.snapshot.relative(wp.log_path)))
+        self.say(f"worker {wp.name} up (pid {wp.pid}, metrics {url})")
+        return handle
+
+    def _worker_ended(self, wp: WorkerProcess, how: str) -> None:
+        code = wp.proc.returncode if wp.proc is not None else None
+        self.emit(WorkerStopped(name=wp.name, worker_id=wp.worker_id, pid=wp.pid, exit_code=code, how=how))  # type: ignore[arg-type]
+        self.say(f"worker {wp.name} {'killed (SIGKILL)' if how == 'killed' else 'stopped'} (exit {code})")
 
     def restart_workers(self, env: dict[str, str]) -> None:
         """Stop every live worker cleanly and start it again with `env` on top of its own."""
         self._env_overrides = dict(env)
-        for wp in [w for w in self.workers if w.alive()]:
-            wp.stop()
-            self.start_worker(wp.name)
+        for w in [w for w in self.workers if w.alive()]:
+            w.stop()
+            self.start_worker(w.name)
 
     def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> bool:
         self.say(f"waiting for {what} (at most {timeout:g}s)")
         deadline = time.monotonic() + timeout
         while not predicate():
-            if time.monotonic() > deadline or self.stop_requested.is_set():
+            if time.monotonic() > deadline or self._stopping():
                 self.say(f"gave up waiting for {what}")
                 return False
             time.sleep(0.1)
@@ -253,7 +358,11 @@ class DrillRunner:
         rows = self.db().execute(
             "SELECT status, count(*) AS n FROM outbox WHERE id = ANY(%s) GROUP BY status", (self.trigger_ids,)
         ).fetchall()
-        return {r["status"]: r["n"] for r in rows}
+        counts = {r["status"]: r["n"] for r in rows}
+        if counts != self._statuses:
+            self._statuses = counts
+            self.emit(StatusesPolled(statuses=counts))
+        return counts
 
     def wait_settled(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -261,108 +370,179 @@ class DrillRunner:
             counts = self.statuses()
             if counts and not counts.get("pending") and not counts.get("processing"):
                 return True
-            if time.monotonic() > deadline or self.stop_requested.is_set():
+            if time.monotonic() > deadline or self._stopping():
                 return False
-            time.sleep(0.1)
+            time.sleep(STATUS_POLL_SECONDS)
 
     def probe(self, name: str, value: Any) -> None:
-        self._probes[name] = value
+        self.emit(ProbeRecorded(name=name, value=value))
 
     def log_events(self, worker: str, event: str) -> list[dict[str, Any]]:
-        assert self.snapshot is not None
+        import json
+
         out: list[dict[str, Any]] = []
-        for wp in self.workers:
-            if worker not in ("*", wp.name):
+        for w in self.workers:
+            if worker not in ("*", w.name):
                 continue
             try:
-                text = wp.log_path.read_text(encoding="utf-8", errors="replace")
+                with open(w.log_path, encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        if f'"{event}"' not in line:
+                            continue
+                        try:
+                            rec = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(rec, dict) and rec.get("event") == event:
+                            out.append(rec)
             except FileNotFoundError:
                 continue
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and rec.get("event") == event:
-                    out.append(rec)
         return out
 
-    # ---- helpers ----------------------------------------------------------------------------
+    # ---- stopping ---------------------------------------------------------------------------
 
-    _phase: Phase = "preparing"
+    def request_stop(self, how: str) -> None:
+        """Ask the run to end now (any thread): it reverts, stops and records how it was asked."""
+        self.stop_requested.request(how)
 
-    def _say(self, phase: Phase, message: str, **data: Any) -> None:
-        self._phase = phase
-        if self.workers:
-            # Every event says how many workers are alive: a live view must see a kill at once.
-            data.setdefault("alive", sum(w.alive() for w in self.workers))
-        progress = Progress(phase, message, time.monotonic() - self._t0, data)
-        if self.snapshot is not None:
-            # The narration is evidence too: the folder must tell the story without a terminal.
-            with open(self.snapshot.path / "_progress.log", "a", encoding="utf-8") as fh:
-                fh.write(f"[{progress.elapsed:6.1f}s] {phase:<10} {message}\n")
-        self.on_progress(progress)
-
-    def _mark(self, name: str) -> None:
-        self._timeline[name] = time.time()
+    def _stopping(self) -> bool:
+        if not self.stop_requested.is_set():
+            return False
+        if not self._stop_noted and self._recorder is not None:
+            self._stop_noted = True
+            self.emit(StopRequested(how=self.stop_requested.how or "requested"))
+            self.say(f"stop requested ({self.stop_requested.how or 'requested'}): reverting the fault and stopping the workers")
+        return True
 
     # ---- the run ----------------------------------------------------------------------------
 
     def run(self) -> Verdict:
-        self.snapshot = Snapshot.create(self.options.snapshots, self.drill.id)
-        self._mark("started_at")
-        self._say("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}", snapshot=str(self.snapshot.path))
-        self._conn = connect(self.infra.endpoints.database_url)
+        """Run the drill; returns its verdict (its `state` says how it ended). Raises
+        `RunRefused` (no folder left) when it must not start, `StackError` when the database
+        cannot be reached at all."""
+        try:
+            self._conn = connect(self.infra.endpoints.database_url)
+        except psycopg.Error as exc:
+            raise StackError(f"cannot connect to Postgres at {redact_url(self.infra.endpoints.database_url)}: "
+                             f"{redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)}",
+                             hint="is the stack running? `drillui doctor` checks each part") from None
+        try:
+            try:
+                self._refuse_if_dirty()
+            except psycopg.Error as exc:
+                raise StackError(f"Postgres failed while preparing the drill: {redact_text(str(exc).strip())}") from None
+            self.snapshot = Snapshot.create(Path(self.options.snapshots), self.drill.id)
+            self._recorder = Recorder(self.drill, writer=EventLogWriter(self.snapshot.events_path),
+                                      progress=self.snapshot.progress_path, listeners=self.listeners)
+            self._conn.execute("SELECT set_config('application_name', %s, false)",
+                               (f"{APP_NAME_PREFIX}{self.drill.id} {self.snapshot.run_id} pid {os.getpid()}"[:63],))
+            self.emit(RunStarted(
+                run_id=self.snapshot.run_id, scenario=self.drill.id, letter=self.drill.letter, title=self.drill.title,
+                snapshot=str(self.snapshot.path), drill=self.drill.model_dump(mode="json"), parameters=self._parameters(),
+                mode="bounded", infrastructure=self._infra_record(),
+            ))
+            self.recorder.initial_checks()
+            self._phase("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}")
+            return self._run_recorded()
+        finally:
+            self._http.close()
+            if self._conn is not None:
+                self._conn.close()  # releases the run lock
+
+    def _refuse_if_dirty(self) -> None:
+        conn = self.db()
+        acquire_run_lock(conn, f"{APP_NAME_PREFIX}{self.drill.id} (starting) pid {os.getpid()}", doing=f"run {self.drill.id}")
+        ensure_schema(conn)
+        if self.options.force_clean:
+            clean(self.infra, locked=True)
+        dirt = find_dirt(self.infra, conn)
+        if dirt:
+            raise DirtyState("; ".join(d.what for d in dirt), hint=f"run `drillui clean {self.drill.id}` or pass --force-clean")
+
+    def _run_recorded(self) -> Verdict:
+        assert self.snapshot is not None
+        error: str | None = None
+        unexpected: BaseException | None = None
+        self._observers = Observers(self.recorder, self._targets, self.infra.endpoints.jaeger_url,
+                                    since=time.time(), snapshot_path=self.snapshot.path)
         try:
             try:
                 self._prepare()
-                self._say("starting", f"starting worker(s) {', '.join(self.fault.initial_workers(self.worker_names))}")
-                for name in self.fault.initial_workers(self.worker_names):
+                first = self.fault.initial_workers(self.worker_names)
+                self._phase("starting", f"starting worker(s) {', '.join(first)}")
+                for name in first:
                     self.start_worker(name)
+                self._observers.start()
                 self._scrape("before")
-                self._sampler.start()
                 self._arm()
-                if self._armed:
+                if self._armed and not self._stopping():
                     self._window()
                     self._scrape("after")
-                    self._probes["trigger_status_after"] = self._trigger_statuses()
+                    self.probe("trigger_status_after", self._trigger_statuses())
             finally:
+                if self.stop_requested.is_set():
+                    # A stopped drill goes no further: its workers stop before the fault is
+                    # lifted, so nothing is processed after the trainer said stop.
+                    self._guarded(self._stop_workers)
                 self._revert()
-            if self._armed and not self.stop_requested.is_set():
+            if self._armed and not self._stopping():
                 self.fault.recover(self)
                 self._recover()
                 self._scrape("recovered")
             self._probe_final()
-        finally:
-            self._sampler.stop()
-            self._stop_workers()
-            self._conn.close()
-        self._collect_traces()
-        self._check_clean()
-        return self._finish()
+        except DrillError as exc:
+            error = redact_text(exc.message)
+        except INFRA_ERRORS as exc:
+            error = redact_text(f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}")
+        except BaseException as exc:
+            # A bug or an interrupt: record it, clean up, then let it go on.
+            error = f"{type(exc).__name__}: {exc}"
+            unexpected = exc
+        if error is not None:
+            self.say(f"ERROR: {error}")
+        for step in (self._stop_workers, self._observers.stop, self._settle_rows, self._probe_gauges,
+                     self._collect_traces, self._check_clean):
+            problem = self._guarded(step)
+            error = error or problem
+        self._observers.close()
+        verdict = self._finish(error)
+        if unexpected is not None:
+            raise unexpected
+        return verdict
+
+    def _guarded(self, step: Callable[[], None]) -> str | None:
+        """Run one step of the run's end; an infrastructure failure is recorded, never skips the rest."""
+        try:
+            step()
+        except (DrillError, *INFRA_ERRORS) as exc:
+            text = redact_text(exc.message if isinstance(exc, DrillError) else f"{type(exc).__name__}: {exc}")
+            self.say(f"ERROR while ending the run ({step.__name__.strip('_').replace('_', ' ')}): {text}")
+            return text
+        return None
+
+    def _targets(self) -> list[Target]:
+        return [Target(w.name, w.process.metrics_url, w.log_path) for w in self.workers if w.alive()]
+
+    def _parameters(self) -> dict[str, Any]:
+        return {"duration": self.duration, "trigger_count": self.trigger_count, "op": self.op,
+                "bulk_size": self.options.bulk_size, "scrape_delay": self.options.scrape_delay}
+
+    def _infra_record(self) -> dict[str, Any]:
+        e = self.infra.endpoints
+        return {"mode": self.infra.mode, "database": redact_url(e.database_url), "es_url": redact_url(e.es_url),
+                "jaeger_url": redact_url(e.jaeger_url), "otlp_endpoint": redact_url(e.otlp_endpoint)}
 
     def _prepare(self) -> None:
-        conn = self.db()
-        ensure_schema(conn)
-        projection = self.drill.workload.projection
-        if self.options.force_clean:
-            for line in clean(self.infra):
-                self._say("preparing", f"clean: {line}")
-        dirt = find_dirt(self.infra, conn)
-        if dirt:
-            raise DirtyState(
-                "; ".join(d.what for d in dirt),
-                hint=f"run `drillui clean {self.drill.id}` or pass --force-clean",
-            )
-        if projection == "search_index_to_elastic":
-            url = f"{self.es_url}/{self.index}"
-            try:
-                resp = httpx.put(url, json={"mappings": INDEX_MAPPING}, timeout=5)
-            except httpx.HTTPError as exc:
-                raise StackError(f"cannot reach the search engine at {self.es_url}: {exc}") from None
-            if resp.status_code >= 300:
-                raise StackError(f"cannot create index {self.index}: HTTP {resp.status_code} {resp.text[:200]}")
-            self._say("preparing", f"index {self.index} created")
+        if self.drill.workload.projection != "search_index_to_elastic":
+            return
+        url = f"{self.es_url}/{self.index}"
+        try:
+            resp = self._http.put(url, json={"mappings": INDEX_MAPPING})
+        except httpx.HTTPError as exc:
+            raise StackError(f"cannot reach the search engine at {redact_url(self.es_url)}: {exc}") from None
+        if resp.status_code >= 300:
+            raise StackError(f"cannot create index {self.index}: HTTP {resp.status_code} {resp.text[:200]}")
+        self.say(f"index {self.index} created")
 
     def _worker_env(self, index: int, name: str) -> dict[str, str]:
         assert self.snapshot is not None
@@ -393,71 +573,79 @@ class DrillRunner:
         return env
 
     def _scrape(self, phase: str) -> None:
-        assert self.snapshot is not None
+        """A phase scrape of every live worker: the raw text to `_metrics/`, the samples recorded."""
+        assert self.snapshot is not None and self._observers is not None
         if self.options.scrape_delay and phase != "before":
             time.sleep(self.options.scrape_delay)
         single = len(self.worker_names) == 1
-        for wp in self.workers:
-            if not wp.alive() or wp.metrics_url is None:
+        for w in self.workers:
+            url = w.process.metrics_url
+            if not w.alive() or url is None:
                 continue
-            with MetricsScraper(wp.metrics_url) as scraper:
-                snap = scraper.scrape()
-            self.snapshot.metrics_path(phase, wp.name, single).write_text(snap.text, encoding="utf-8")
-        self._mark(f"scraped_{phase}_at")
+            try:
+                with MetricsScraper(url, client=self._http) as scraper:
+                    snap = scraper.scrape()
+            except SourceError as exc:
+                if phase == "before":
+                    raise
+                self.say(f"no {phase} scrape of {w.name}: {exc.message}")
+                continue
+            path = self.snapshot.metrics_path(phase, w.name, single)
+            path.write_text(snap.text, encoding="utf-8")
+            self._observers.record_sample(w.name, snap, phase, file=self.snapshot.relative(path))
 
     def _arm(self) -> None:
-        self._say("arming", f"arming fault {self.drill.fault.type}")
+        self._phase("arming", f"arming fault {self.drill.fault.type}")
+        self._arm_tried = True
         proof = self.fault.arm(self)
-        self._fault_record["arm"] = proof.to_json()
         self._armed = proof.armed
-        self._mark("armed_at")
         if proof.armed:
-            self._say("armed", f"fault armed: {proof.evidence}", armed_at=self._timeline["armed_at"])
+            self.emit(FaultArmed(fault=self.drill.fault.type, evidence=redact_text(proof.evidence)))
+            self.say(f"fault armed: {proof.evidence}")
         else:
-            self._say("failed", f"FAULT NOT ARMED: {proof.evidence}: the drill cannot show anything and fails")
+            self.emit(FaultNotArmed(fault=self.drill.fault.type, evidence=redact_text(proof.evidence)))
+            self.say(f"FAULT NOT ARMED: {proof.evidence}: the drill cannot show anything and fails")
 
     def _window(self) -> None:
         deadline = time.monotonic() + self.duration
-        self._say("running", f"workers run with the fault armed for {self.duration:g}s")
+        self._phase("running", f"workers run with the fault armed for {self.duration:g}s")
         if not self.triggered:
             self.fault.trigger(self)
         self.fault.during(self, deadline)
         while time.monotonic() < deadline:
-            if self.trigger_ids and self.wait_settled(0):
-                # Every trigger event is done or failed: the evidence is in, end the window early.
-                self._say("running", f"all trigger events settled: {_fmt(self.statuses())}")
+            if self._stopping():
                 return
-            if self.stop_requested.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
-                self._say("failed", "stop requested: ending the drill early")
-                return
-            alive = sum(w.alive() for w in self.workers)
             counts = self.statuses()
-            self._say("running", f"{alive} worker(s) alive; trigger events {_fmt(counts)}", statuses=counts, alive=alive)
+            if counts and not counts.get("pending") and not counts.get("processing"):
+                # Every trigger event is done or failed: the evidence is in, end the window early.
+                self.say(f"all trigger events settled: {_fmt(counts)}")
+                return
+            self.stop_requested.wait(min(STATUS_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def _revert(self) -> None:
-        if "arm" not in self._fault_record:
+        if not self._arm_tried:
             return
-        self._say("recovering", f"reverting fault {self.drill.fault.type}")
+        self._phase("recovering", f"reverting fault {self.drill.fault.type}")
         try:
             proof = self.fault.revert(self)
         except Exception as exc:
-            # Recorded for the verdict and the next run's refusal, then raised: a fault that
-            # cannot be reverted must never pass quietly.
-            self._fault_record["revert_proof"] = FaultProof(True, f"revert failed: {type(exc).__name__}: {exc}").to_json()
-            self._say("failed", f"COULD NOT REVERT the fault: {exc}: the environment is dirty")
+            # Recorded for the verdict and the next run's refusal: a fault that cannot be
+            # reverted must never pass quietly.
+            text = redact_text(f"revert failed: {type(exc).__name__}: {exc}")
+            self.emit(FaultReverted(fault=self.drill.fault.type, evidence=text, still_armed=True))
+            self.say(f"COULD NOT REVERT the fault: {text}: the environment is dirty")
             raise
-        self._fault_record["revert_proof"] = proof.to_json()
-        self._mark("reverted_at")
-        self._say("recovering", f"fault reverted: {proof.evidence}", reverted_at=self._timeline["reverted_at"])
+        self.emit(FaultReverted(fault=self.drill.fault.type, evidence=redact_text(proof.evidence), still_armed=proof.armed))
+        self.say(f"fault reverted: {proof.evidence}")
 
     def _recover(self) -> None:
         settled = self.wait_settled(self.drill.recovery_timeout)
         counts = self.statuses()
         if settled:
-            self._say("recovering", f"all trigger events settled: {_fmt(counts)}", statuses=counts)
-        else:
-            self._say("recovering", f"trigger events still unsettled after {self.drill.recovery_timeout:g}s: {_fmt(counts)}", statuses=counts)
-        self._mark("recovered_at")
+            self.say(f"all trigger events settled: {_fmt(counts)}")
+        elif not self._stopping():
+            self.say(f"trigger events still unsettled after {self.drill.recovery_timeout:g}s: {_fmt(counts)}")
+        self._recovered_at = time.time()
 
     def _trigger_statuses(self) -> list[str]:
         if not self.trigger_ids:
@@ -466,21 +654,22 @@ class DrillRunner:
         return [r["status"] for r in rows]
 
     def _probe_final(self) -> None:
-        assert self.snapshot is not None
-        if self.trigger_ids:
-            rows = self.db().execute(
-                "SELECT id, entity_id, op, seq, status, attempts, last_reason FROM outbox WHERE id = ANY(%s) ORDER BY seq",
-                (self.trigger_ids,),
-            ).fetchall()
-            self._probes["trigger_status"] = [r["status"] for r in rows]
-            self._probes["trigger_rows"] = [
-                {"outbox_event_id": str(r["id"]), "entity_id": str(r["entity_id"]), "op": r["op"], "seq": r["seq"],
-                 "status": r["status"], "attempts": r["attempts"], "last_reason": r["last_reason"]}
-                for r in rows
-            ]
-            if self.drill.workload.projection == "search_index_to_elastic":
-                self._probes["documents_latest"], self._probes["documents"] = self._documents_latest(rows)
-        self.snapshot.write_json("_probes.json", self._probes)
+        if not self.trigger_ids:
+            return
+        rows = self.db().execute(
+            "SELECT id, entity_id, op, seq, status, attempts, last_reason FROM outbox WHERE id = ANY(%s) ORDER BY seq",
+            (self.trigger_ids,),
+        ).fetchall()
+        self.probe("trigger_status", [r["status"] for r in rows])
+        self.probe("trigger_rows", [
+            {"outbox_event_id": str(r["id"]), "entity_id": str(r["entity_id"]), "op": r["op"], "seq": r["seq"],
+             "status": r["status"], "attempts": r["attempts"], "last_reason": r["last_reason"]}
+            for r in rows
+        ])
+        if self.drill.workload.projection == "search_index_to_elastic":
+            ok, report = self._documents_latest(rows)
+            self.probe("documents", report)
+            self.probe("documents_latest", ok)
 
     def _documents_latest(self, rows: list[dict[str, Any]]) -> tuple[bool, list[dict[str, Any]]]:
         """For each entity: does the engine hold exactly the effect of its latest applied event?"""
@@ -492,7 +681,7 @@ class DrillRunner:
         ok = bool(latest)
         for entity, r in latest.items():
             try:
-                resp = httpx.get(f"{self.es_url}/{self.index}/_doc/{entity}", timeout=5)
+                resp = self._http.get(f"{self.es_url}/{self.index}/_doc/{entity}")
             except httpx.HTTPError as exc:
                 report.append({"entity_id": str(entity), "error": str(exc)})
                 ok = False
@@ -501,61 +690,63 @@ class DrillRunner:
             version = resp.json().get("_version") if found else None
             good = (not found) if r["op"] == "delete" else (found and version == r["seq"])
             ok = ok and good
-            report.append({"entity_id": str(entity), "latest_op": r["op"], "latest_seq": r["seq"], "doc_found": found, "doc_version": version, "ok": good})
+            report.append({"entity_id": str(entity), "latest_op": r["op"], "latest_seq": r["seq"], "doc_found": found,
+                           "doc_version": version, "ok": good})
         return ok, report
 
     def _stop_workers(self) -> None:
-        for wp in self.workers:
-            was_alive = wp.alive()
-            code = wp.stop()
-            if was_alive:
-                self._say("collecting", f"worker {wp.name} stopped (exit {code})")
+        live = [w for w in self.workers if w.alive()]
+        if live:
+            self._phase("collecting" if not self.stop_requested.is_set() else self.recorder.state.phase,  # type: ignore[arg-type]
+                        "stopping the workers")
+        for w in live:
+            w.stop()
 
-    # ---- traces -----------------------------------------------------------------------------
+    def _settle_rows(self) -> None:
+        """Every way a run ends leaves none of its own rows pending or processing."""
+        if not self.trigger_ids:
+            return
+        rows = self.db().execute(
+            "DELETE FROM outbox WHERE id = ANY(%s) AND status IN ('pending', 'processing') RETURNING id, status",
+            (self.trigger_ids,),
+        ).fetchall()
+        if rows:
+            counts: dict[str, int] = {}
+            for r in rows:
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+            self.emit(RowsSettled(removed=tuple(str(r["id"]) for r in rows), statuses=counts))
+            self.say(f"removed the run's {len(rows)} unsettled trigger row(s) ({_fmt(counts)}) so the next run starts clean")
 
-    def _pivots(self) -> dict[str, list[str]]:
-        """The ids to query by: the trigger events, and the claim batches that carried them."""
-        assert self.snapshot is not None
-        wanted = {str(i) for i in self.trigger_ids}
-        batches: list[str] = []
-        for rec in sorted(load_logs(self.snapshot), key=lambda r: r.ts or ""):
-            carried = rec.fields.get("outbox_event_ids") or []
-            if rec.fields.get("outbox_event_id") in wanted or (isinstance(carried, list) and wanted.intersection(carried)):
-                b = rec.fields.get("claim_batch_id")
-                if b and b not in batches:
-                    batches.append(b)
-        return {
-            "outbox_event_id": [str(i) for i in self.trigger_ids],
-            "entity_id": [str(i) for i in self.entity_ids],
-            "claim_batch_id": batches,
-            "obs_schema": ["labs-009-v2"],
-        }
+    def _probe_gauges(self) -> None:
+        projection = self.drill.workload.projection
+        g = OutboxStore(self.db(), projection=projection, worker_id="drillui-runner").gauges()
+        self.emit(GaugesProbed(projection=projection, lag=g.lag, oldest_age=round(g.oldest_age, 3), stuck=g.stuck))
 
     def _collect_traces(self) -> None:
         assert self.snapshot is not None
-        pivots = self._pivots()
-        self.snapshot.write_json(
-            "_ids.json",
-            {
-                "outbox_event_id": pivots["outbox_event_id"][0] if pivots["outbox_event_id"] else None,
-                "claim_batch_id": pivots["claim_batch_id"][0] if pivots["claim_batch_id"] else None,
-                "entity_id": pivots["entity_id"][0] if pivots["entity_id"] else None,
-                "outbox_event_ids": pivots["outbox_event_id"],
-                "entity_ids": pivots["entity_id"],
-                "claim_batch_ids": pivots["claim_batch_id"],
-                "worker_ids": [w.worker_id for w in self.workers],
-                "index": self.index if self.drill.workload.projection == "search_index_to_elastic" else None,
-            },
-        )
+        state = self.recorder.state
         if not self.drill.expect.traces:
             return
-        self._say("collecting", "querying traces by the run's ids")
-        start = datetime.fromtimestamp(self._timeline["started_at"], UTC) - timedelta(seconds=5)
-        # A stopped drill still records what the backend has, but does not wait for more.
-        wait = 0.0 if self.stop_requested.is_set() else TRACE_WAIT_SECONDS
-        export_traces(self.snapshot, self.drill, self.infra.endpoints.jaeger_url, pivots, start=start, wait=wait)
+        self.say("querying traces by the run's ids")
+        started = state.started_wall or time.time()
+        start = datetime.fromtimestamp(started, UTC) - timedelta(seconds=5)
+        pivots = {by: state.pivots(by) for by in ("outbox_event_id", "claim_batch_id", "entity_id", "obs_schema")}
+        evaluations = {ev.id: ev for ev in evaluate(self.drill, state, final=False)}
 
-    # ---- end --------------------------------------------------------------------------------
+        def wait(i: int) -> float:
+            # A stopped run records what the backend has, without waiting; a check already
+            # satisfied by the spans seen live does not wait either.
+            if self.stop_requested.is_set():
+                return 0.0
+            ev = evaluations.get(trace_check_id(self.drill.expect.traces[i]))
+            return 0.0 if ev is not None and ev.ok else TRACE_WAIT_SECONDS
+
+        exported = export_traces(self.snapshot.exports_dir(), self.drill, self.infra.endpoints.jaeger_url, pivots,
+                                 start=start, wait=wait)
+        new = [span_to_json(s) for s in exported.spans if (s.trace_id, s.span_id) not in state.spans.spans]
+        if new:
+            self.emit(SpansSeen(spans=tuple(new)))
+        self.emit(TracesExported(folder=self.snapshot.relative(exported.folder), queries=tuple(exported.queries)))
 
     def _check_clean(self) -> None:
         problems: list[str] = []
@@ -567,10 +758,10 @@ class DrillRunner:
             problems.append(f"worker process(es) still running: {', '.join(left)}")
         with connect(self.infra.endpoints.database_url) as conn:
             row = conn.execute(
-                "SELECT count(*) AS n FROM outbox WHERE status = 'processing' AND id = ANY(%s)", (self.trigger_ids,)
+                "SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'processing') AND id = ANY(%s)", (self.trigger_ids,)
             ).fetchone()
             if row and row["n"]:
-                problems.append(f"{row['n']} trigger row(s) left processing")
+                problems.append(f"{row['n']} trigger row(s) left unsettled")
         if self.drill.fault.type == "write_block" and self.drill.workload.projection == "search_index_to_elastic":
             from drillui.faults.drivers import read_write_block
 
@@ -579,123 +770,88 @@ class DrillRunner:
                     problems.append(f"index.blocks.write still true on {self.index}")
             except httpx.HTTPError as exc:
                 problems.append(f"cannot read the write block back: {exc}")
-        revert = self._fault_record.get("revert_proof")
-        if revert and revert.get("armed"):
-            problems.append(f"fault still in force: {revert.get('evidence')}")
-        summary = "; ".join(problems) or f"clean: {what}; no worker left; no trigger row processing"
-        self._fault_record["revert"] = FaultProof(bool(problems), summary).to_json()
+        state = self.recorder.state
+        if state.still_armed:
+            problems.append(f"fault still in force: {state.revert_evidence}")
+        summary = "; ".join(problems) or f"clean: {what}; no worker left; no trigger row unsettled"
+        self.emit(CleanChecked(clean=not problems, summary=redact_text(summary), problems=tuple(problems)))
         if problems:
-            self._say("failed", "ENVIRONMENT NOT CLEAN: " + "; ".join(problems))
+            self.say("ENVIRONMENT NOT CLEAN: " + "; ".join(problems))
 
-    def _finish(self) -> Verdict:
+    # ---- end --------------------------------------------------------------------------------
+
+    def _finish(self, error: str | None) -> Verdict:
         assert self.snapshot is not None
-        self._mark("finished_at")
-        self._timeline["duration_seconds"] = round(self._timeline["finished_at"] - self._timeline["started_at"], 3)
-        e = self.infra.endpoints
-        if self._sampler.rows:
-            with open(self.snapshot.path / "_metrics" / "samples.jsonl", "w", encoding="utf-8") as fh:
-                for row in self._sampler.rows:
-                    fh.write(json.dumps(row) + "\n")
-        self.snapshot.write_json(
-            "_recipe.json",
-            {
-                "scenario": self.drill.id,
-                "letter": self.drill.letter,
-                "title": self.drill.title,
-                "runbook": self.drill.runbook,
-                "run_id": self.snapshot.run_id,
-                "drill": self.drill.model_dump(mode="json"),
-                "parameters": {
-                    "duration": self.duration,
-                    "trigger_count": self.trigger_count,
-                    "op": self.op,
-                    "bulk_size": self.options.bulk_size,
-                    "scrape_delay": self.options.scrape_delay,
-                },
-                "workers": [
-                    {"name": w.name, "worker_id": w.worker_id, "env": redact_env(dict(w.env))} for w in self.workers
-                ],
-                "infrastructure": {
-                    "mode": self.infra.mode,
-                    "database": redact_url(e.database_url),
-                    "es_url": redact_url(e.es_url),
-                    "jaeger_url": redact_url(e.jaeger_url),
-                    "otlp_endpoint": redact_url(e.otlp_endpoint),
-                },
-                "versions": {"drillui": __version__, "python": platform.python_version(), **self.infra.versions()},
-            },
+        recorder = self.recorder
+        state = recorder.state
+        self._stopping()
+        checks = recorder.final_checks()
+        end, why = end_state(checks, stopped=self.stop_requested.is_set(), error=error)
+        if end == "stopped":
+            why = f"stopped by {self.stop_requested.how or 'request'}"
+        finished = time.time()
+        duration = round(finished - (state.started_wall or finished), 3)
+        verdict = Verdict(
+            scenario=self.drill.id, run_id=self.snapshot.run_id, state=end, checks=checks, snapshot=str(self.snapshot.path),
+            key_figure=key_figure(checks), duration_seconds=duration, notes=report_notes(self.drill, state), why=why,
         )
-        self.snapshot.write_json("_fault.json", self._fault_record)
-        self.snapshot.write_json("_timeline.json", self._timeline)
-        verdict = evaluate(self.snapshot, self.drill)
-        self.snapshot.write_json("_result.json", verdict.to_json())
-        write_summary(self.snapshot, verdict)
-        self._say(
-            "verified" if verdict.passed else "failed",
-            f"verdict: {'PASS' if verdict.passed else 'FAIL'}",
-            verdict=verdict.to_json(),
-        )
+        for write in (lambda: self._write_files(verdict, finished), lambda: write_summary(self.snapshot, verdict, state)):  # type: ignore[arg-type]
+            try:
+                write()
+            except OSError as exc:
+                self.say(f"ERROR: could not write the run's files: {exc}")
+        word = {"passed": "PASS", "failed": "FAIL"}.get(end, end.upper())
+        self._phase("ended", f"{word}: {why}")
+        recorder.end(verdict)
+        recorder.close()
+        try:
+            self.snapshot.write_manifest()
+        except OSError as exc:
+            raise StackError(f"cannot write {self.snapshot.path}/_manifest.json: {exc}") from None
         return verdict
 
-
-def export_traces(
-    snapshot: Snapshot,
-    drill: Drill,
-    jaeger_url: str,
-    pivots: dict[str, list[str]],
-    *,
-    start: datetime,
-    wait: float = 0.0,
-    limit: int = 20,
-) -> list[dict[str, Any]]:
-    """Query the trace backend for each trace check by the run's ids; write `_exports/`."""
-    index: list[dict[str, Any]] = []
-    with JaegerClient(jaeger_url) as client:
-        done: dict[tuple[str, str], dict[str, Any]] = {}
-        for i, check in enumerate(drill.expect.traces):
-            name = trace_check_name(check)
-            values = pivots.get(check.by) or []
-            if check.which == "first":
-                values = values[:1]
-            elif check.which == "last":
-                values = values[-1:]
-            for value in values[:MAX_PIVOTS]:
-                if (name, value) in done:
-                    # Two checks on the same pivot share one query and its export file.
-                    index.append({**done[(name, value)], "check": i})
-                    continue
-                attr = f"wordloom.{check.by}"
-                res, error = _query_until_found(
-                    client, check.operation, attr, value, start=start, wait=wait if check.min_spans else min(wait, 1.0), limit=limit
-                )
-                file = f"{name}-{value}.json"
-                entry: dict[str, Any] = {"check": i, "name": name, "file": file, "operation": check.operation, "attributes": {attr: value}}
-                if res is not None:
-                    (snapshot.path / "_exports" / file).write_text(json.dumps(res.body, indent=1), encoding="utf-8")
-                    entry.update(api=res.api, url=res.url, status_code=res.status_code, traces=len(res.traces))
-                else:
-                    entry.update(api=None, error=error)
-                done[(name, value)] = entry
-                index.append(entry)
-    snapshot.write_json("_exports/_queries.json", index)
-    return index
+    def _write_files(self, verdict: Verdict, finished: float) -> None:
+        """The derived files of the run folder, written once from the run's state."""
+        assert self.snapshot is not None
+        snap, state = self.snapshot, self.recorder.state
+        phases = {p: min((s.taken_at for s in state.metrics.phase(p).values()), default=None)
+                  for p in ("before", "after", "recovered")}
+        snap.write_json(RECIPE, Recipe(
+            scenario=self.drill.id, letter=self.drill.letter, title=self.drill.title, runbook=self.drill.runbook,
+            run_id=snap.run_id, drill=self.drill.model_dump(mode="json"), parameters=self._parameters(),
+            workers=[{"name": w.name, "worker_id": w.worker_id, "env": redact_env(dict(w.process.env))} for w in self.workers],
+            infrastructure=self._infra_record(),
+            versions={"drillui": __version__, "python": platform.python_version(), **self.infra.versions()},
+        ))
+        snap.write_json(TIMELINE, Timeline(
+            started_at=state.started_wall, armed_at=state.armed_at, triggered_at=state.triggered_at,
+            reverted_at=state.reverted_at, recovered_at=self._recovered_at,
+            stopped_at=state.stop.wall if state.stop is not None else None, finished_at=finished,
+            duration_seconds=verdict.duration_seconds,
+            **{f"scraped_{p}_at": t for p, t in phases.items() if t is not None},
+        ))
+        arm = (Proof(armed=True, evidence=state.fault_evidence or "") if state.armed_at is not None else
+               Proof(armed=False, evidence=state.fault_not_armed) if state.fault_not_armed is not None else None)
+        snap.write_json(FAULT, FaultRecord(
+            arm=arm,
+            revert_proof=Proof(armed=state.still_armed, evidence=state.revert_evidence or "") if state.reverted_at else None,
+            revert=Proof(armed=not state.clean.clean, evidence=state.clean.summary) if state.clean is not None else None,
+        ))
+        events, entities, batches = state.outbox_event_ids.list(), state.entity_ids.list(), state.claim_batch_ids.list()
+        snap.write_json(IDS, Ids(
+            outbox_event_id=events[0] if events else None, claim_batch_id=batches[0] if batches else None,
+            entity_id=entities[0] if entities else None, outbox_event_ids=events, entity_ids=entities,
+            claim_batch_ids=batches, worker_ids=[w.worker_id for w in self.workers],
+            index=self.index if self.drill.workload.projection == "search_index_to_elastic" else None,
+        ))
+        snap.write_json(PROBES, state.probes)
+        snap.write_json(RESULT, verdict.to_json())
 
 
-def _query_until_found(
-    client: JaegerClient, operation: str, attr: str, value: str, *, start: datetime, wait: float, limit: int
-) -> tuple[Any, str | None]:
-    deadline = time.monotonic() + wait
-    while True:
-        end = datetime.now(UTC) + timedelta(seconds=5)
-        try:
-            res = client.find_traces(DEFAULT_SERVICE_NAME, operation, {attr: value}, start=start, end=end, limit=limit)
-            error = None
-        except TraceQueryError as exc:
-            res, error = None, str(exc)
-        if (res is not None and res.traces) or time.monotonic() >= deadline:
-            return res, error
-        time.sleep(0.3)
+def exit_code(verdict: Verdict) -> int:
+    return EXIT_CODES.get(verdict.state, 1)
 
 
 def _fmt(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+

@@ -9,7 +9,6 @@ both go to the worker's log file, so a crash's traceback sits next to its JSON l
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,11 +26,12 @@ READY_TIMEOUT_SECONDS = 15.0
 INHERITED_WORKER_SETTINGS = frozenset({"OUTBOX_METRICS_HOST"})
 
 
-def inherited_environment() -> dict[str, str]:
+def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a drill worker inherits from drillui's environment: everything but worker settings."""
     from worker.settings import WorkerSettings
 
     own = set(WorkerSettings.model_fields) - INHERITED_WORKER_SETTINGS
-    return {k: v for k, v in os.environ.items() if k not in own}
+    return {k: v for k, v in environ.items() if k not in own}
 
 STOP_TIMEOUT_SECONDS = 10.0
 
@@ -45,6 +45,8 @@ class WorkerProcess:
     name: str
     env: Mapping[str, str]
     log_path: Path
+    base_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """drillui's environment; `inherited_environment` filters it."""
     proc: subprocess.Popen[bytes] | None = None
     metrics_url: str | None = None
     worker_id: str = ""
@@ -53,7 +55,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**inherited_environment(), "OUTBOX_METRICS_PORT": "0", **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**inherited_environment(self.base_env), "OUTBOX_METRICS_PORT": "0", **self.env, "PYTHONUNBUFFERED": "1"}
         self.worker_id = env.get("OUTBOX_WORKER_ID", self.name)
         env["OUTBOX_WORKER_ID"] = self.worker_id
         fh = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process

@@ -29,6 +29,7 @@ from drillui.sources.errors import SourceError
 __all__ = [
     "RAW",
     "LogBuffer",
+    "LogChunk",
     "LogFilter",
     "LogRecord",
     "LogTailer",
@@ -278,65 +279,91 @@ class LogTailer:
 
     def poll(self) -> list[LogRecord]:
         """New complete lines of every file, file by file, each in file order."""
-        with self._lock:
-            records: list[LogRecord] = []
-            for followed in self._files:
-                records.extend(self._poll_one(followed))
-            return records
+        return [rec for chunk in self.poll_chunks() for rec in chunk.records()]
 
     def flush(self) -> list[LogRecord]:
         """Emit the partial last line of each file (no newline yet) after a final poll."""
-        with self._lock:
-            records: list[LogRecord] = []
-            for followed in self._files:
-                records.extend(self._poll_one(followed))
-                if followed.pending:
-                    records.extend(self._emit(followed, [followed.pending]))
-                    followed.pending = b""
-            return records
+        return [rec for chunk in self.poll_chunks(final=True) for rec in chunk.records()]
 
-    def _poll_one(self, followed: _Followed) -> list[LogRecord]:
+    def poll_chunks(self, *, final: bool = False) -> list[LogChunk]:
+        """The new lines of each file as they were written, with where they sit in the file
+        (byte offsets and the number of the first line): a stable reference into the file.
+        With `final`, a partial last line (no newline yet) is taken too."""
+        with self._lock:
+            chunks: list[LogChunk] = []
+            for followed in self._files:
+                chunk = self._poll_one(followed, final)
+                if chunk is not None:
+                    chunks.append(chunk)
+            return chunks
+
+    def _poll_one(self, followed: _Followed, final: bool = False) -> LogChunk | None:
         try:
             st = os.stat(followed.path)
         except FileNotFoundError:
             # Not there (yet, or any more): when it appears it is a new file, read from 0.
             followed.restart()
-            return []
+            return None
         except OSError as exc:
             raise SourceError(f"cannot read log file {followed.path}: {exc}", source=followed.source) from exc
         ident = (st.st_dev, st.st_ino)
         if followed.ident is not None and (ident != followed.ident or st.st_size < followed.offset):
             followed.restart()  # rotated or truncated
         followed.ident = ident
-        if st.st_size == followed.offset:
-            return []
-        try:
-            with open(followed.path, "rb") as fh:
-                fh.seek(followed.offset)
-                data = fh.read(MAX_READ_PER_POLL)
-        except FileNotFoundError:
-            followed.restart()  # removed between stat and open: same as not there
-            return []
-        except OSError as exc:
-            raise SourceError(f"cannot read log file {followed.path}: {exc}", source=followed.source) from exc
+        data = b""
+        if st.st_size != followed.offset:
+            try:
+                with open(followed.path, "rb") as fh:
+                    fh.seek(followed.offset)
+                    data = fh.read(MAX_READ_PER_POLL)
+            except FileNotFoundError:
+                followed.restart()  # removed between stat and open: same as not there
+                return None
+            except OSError as exc:
+                raise SourceError(f"cannot read log file {followed.path}: {exc}", source=followed.source) from exc
+        start = followed.offset - len(followed.pending)
         followed.offset += len(data)
         *lines, rest = (followed.pending + data).split(b"\n")
-        if len(rest) > MAX_LINE_BYTES:
+        if len(rest) > MAX_LINE_BYTES or (final and rest):
             lines.append(rest)
             rest = b""
         followed.pending = rest
-        return self._emit(followed, lines)
+        if not lines:
+            return None
+        first = followed.line_no + 1
+        followed.line_no += len(lines)
+        end = followed.offset - len(rest)
+        return LogChunk(followed.source, followed.path, start, end, first,
+                        tuple(line.decode("utf-8", errors="replace") for line in lines))
 
-    @staticmethod
-    def _emit(followed: _Followed, lines: list[bytes]) -> list[LogRecord]:
-        records = []
-        for line in lines:
-            followed.line_no += 1
-            if not line.strip():
-                continue  # an empty line carries nothing; its number still counts
-            text = line.decode("utf-8", errors="replace")
-            records.append(parse_line(text, source=followed.source, line_no=followed.line_no))
-        return records
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Lines read from one file in one poll: `lines[i]` is line `first_line + i`, and the chunk
+    spans bytes `start..end` of the file (newlines included)."""
+
+    source: str
+    path: Path
+    start: int
+    end: int
+    first_line: int
+    lines: tuple[str, ...]
+
+    def records(self) -> list[LogRecord]:
+        # An empty line carries nothing; its number still counts.
+        return [parse_line(line, source=self.source, line_no=self.first_line + i)
+                for i, line in enumerate(self.lines) if line.strip()]
+
+
+def read_chunk(path: Path, start: int, end: int) -> list[str]:
+    """The lines of a file between two offsets a `LogChunk` recorded."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(max(0, end - start))
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.decode("utf-8", errors="replace") for line in lines]
 
 
 @dataclass(frozen=True)
@@ -418,6 +445,19 @@ class LogBuffer:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def total(self) -> int:
+        """Records appended since the buffer was made (kept plus dropped)."""
+        return len(self._records) + self.dropped
+
+    def since(self, total_seen: int) -> list[LogRecord]:
+        """The records appended after the first `total_seen` that are still kept."""
+        with self._lock:
+            new = len(self._records) + self.dropped - total_seen
+            if new <= 0:
+                return []
+            return list(self._records)[-min(new, len(self._records)):]
 
     def append(self, record: LogRecord) -> None:
         self.extend((record,))

@@ -26,6 +26,7 @@ from typing import Final, Literal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from drillui import http
 from drillui.errors import UsageError
 from drillui.sources.errors import SourceError
 
@@ -401,7 +402,7 @@ class MetricsScraper:
         self.url = url
         self.timeout = timeout
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client = client if client is not None else http.client(timeout=timeout)
 
     def scrape(self) -> MetricsSnapshot:
         try:

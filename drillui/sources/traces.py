@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
+from drillui import http
 from drillui.errors import DrillError
 
 __all__ = [
@@ -409,7 +410,7 @@ class JaegerClient:
         self.base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client = client if client is not None else http.client(timeout=timeout)
         self._mode = api
         self._v3_missing = api == "api_legacy"
         self._v3_ignores_attributes = False
@@ -642,3 +643,30 @@ def _error_detail(body: Any) -> str:
         first = body["errors"][0]
         return str(first.get("msg", "")) if isinstance(first, dict) else str(first)
     return ""
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def span_from_json(d: Mapping[str, Any]) -> Span:
+    return Span(
+        trace_id=str(d["trace_id"]), span_id=str(d["span_id"]), parent_span_id=d.get("parent_span_id"),
+        operation=str(d.get("operation", "")), service=str(d.get("service", "")),
+        start_unix_nano=int(d.get("start_unix_nano", 0)), duration_ns=int(d.get("duration_ns", 0)),
+        attributes=dict(d.get("attributes") or {}), resource=dict(d.get("resource") or {}),
+        status=d.get("status", "UNSET"),
+        events=[SpanEvent(str(e.get("name", "")), int(e.get("time_unix_nano", 0)), dict(e.get("attributes") or {}))
+                for e in d.get("events") or []],
+        kind=str(d.get("kind", "")), status_message=str(d.get("status_message", "")), scope_name=str(d.get("scope_name", "")),
+    )
+
+
+def span_to_json(span: Span) -> dict[str, Any]:
+    return {
+        "trace_id": span.trace_id, "span_id": span.span_id, "parent_span_id": span.parent_span_id,
+        "operation": span.operation, "service": span.service, "start_unix_nano": span.start_unix_nano,
+        "duration_ns": span.duration_ns, "attributes": dict(span.attributes), "resource": dict(span.resource),
+        "status": span.status, "events": [{"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": dict(e.attributes)}
+                                          for e in span.events],
+        "kind": span.kind, "status_message": span.status_message, "scope_name": span.scope_name,
+    }

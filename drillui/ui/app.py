@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +26,7 @@ from drillui.errors import DrillError
 from drillui.runner.infra import Infrastructure, open_infrastructure
 from drillui.runner.runner import RunOptions
 from drillui.scenarios import Catalog, Drill, load_catalog
-from drillui.sources.traces import JaegerClient
-from drillui.ui.feeds import TraceBackend
+from drillui.settings import DrillSettings
 from drillui.ui.messages import StackFailed, StackReady, StackStatusChanged
 from drillui.ui.screens.drill import DrillScreen, RunControl
 from drillui.ui.screens.help import HelpScreen
@@ -56,7 +54,8 @@ class DrillApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", tooltip="Every key of the dashboard"),
         Binding("q", "quit", "Quit", tooltip="Quit: a running drill is stopped and cleaned up first"),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="Quit (also from a text field)"),
+        Binding("ctrl+q", "quit('Ctrl+Q')", "Quit", show=False, priority=True, tooltip="Quit (also from a text field)"),
+        Binding("ctrl+c", "quit('Ctrl+C')", "Quit", show=False, priority=True, tooltip="Quit: a running drill is stopped and cleaned up first"),
     ]
 
     stack_state: reactive[str] = reactive("none")
@@ -67,11 +66,10 @@ class DrillApp(App[int]):
         self,
         catalog: Catalog,
         *,
-        state_dir: Path | None = None,
+        settings: DrillSettings | None = None,
         snapshots: Path = Path("snapshots"),
         infra: Infrastructure | None = None,
         run_options: RunOptions | None = None,
-        trace_backend: Callable[[str], TraceBackend] | None = None,
         start_stack: bool = True,
     ) -> None:
         """`infra`: a ready infrastructure (tests); else the stack is opened at startup unless
@@ -79,11 +77,10 @@ class DrillApp(App[int]):
         (its `snapshots` is replaced by `snapshots`)."""
         super().__init__()
         self.catalog = catalog
-        self.state_dir = state_dir
+        self.settings = settings or DrillSettings.build()
         self.snapshots = snapshots
         self.infra = infra
         self.run_options = replace(run_options or RunOptions(), snapshots=snapshots)
-        self._trace_backend = trace_backend or (lambda url: JaegerClient(url))
         self._start_stack = start_stack and infra is None
         self._exit_stack = ExitStack()
         self._stack_opened = threading.Event()
@@ -96,6 +93,7 @@ class DrillApp(App[int]):
     # ---- startup ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self.stop_on_signals()
         self.push_screen(MenuScreen(self.catalog, self.snapshots))
         if self.infra is not None:
             self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
@@ -114,7 +112,7 @@ class DrillApp(App[int]):
 
     @staticmethod
     def _endpoints_line(infra: Infrastructure) -> str:
-        from drillui.evidence.snapshot import redact_url
+        from drillui.redact import redact_url
 
         e = infra.endpoints
         return f"postgres {redact_url(e.database_url)} · engine {redact_url(e.es_url)} · traces {redact_url(e.jaeger_url)}"
@@ -127,7 +125,7 @@ class DrillApp(App[int]):
             self.post_message(StackStatusChanged(text))
 
         try:
-            infra = self._exit_stack.enter_context(open_infrastructure(self.state_dir, on_status=status))
+            infra = self._exit_stack.enter_context(open_infrastructure(self.settings, on_status=status))
         except DrillError as exc:
             self.post_message(StackFailed(exc.title, exc.message, exc.hint))
             return
@@ -155,11 +153,6 @@ class DrillApp(App[int]):
         self.stack_summary = f"{message.title}: {message.message}"
         self.stack_detail = f"fix: {hint}"
         self.show_error(message.title, message.message, hint)
-
-    def make_trace_backend(self) -> TraceBackend:
-        # Without infrastructure (a recorded-data preview) the factory gets no URL: it must be
-        # a fake that needs none.
-        return self._trace_backend(self.infra.endpoints.jaeger_url if self.infra is not None else "")
 
     # ---- drills -------------------------------------------------------------------------------
 
@@ -220,15 +213,32 @@ class DrillApp(App[int]):
         # However the app ends, ask every run to stop now; `cleanup` then waits for them.
         with self._runs_lock:
             for control in self._runs:
-                control.stop.set()
+                control.stop.request("dashboard closed")
 
-    async def action_quit(self) -> None:
+    def stop_on_signals(self) -> None:
+        """SIGTERM / SIGHUP to the dashboard end it the way q does: runs stopped and recorded."""
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        def quit_by(name: str) -> None:
+            self.call_later(self.action_quit, name)
+
+        for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")):
+            try:
+                loop.add_signal_handler(sig, quit_by, name)
+            except (NotImplementedError, RuntimeError, ValueError):
+                return  # not the main thread (a test's app): the test ends it
+
+    async def action_quit(self, how: str = "key q") -> None:
         if self._quitting:
             self.notify("Still cleaning up: reverting faults and stopping workers…", title="Quitting", markup=False)
             return
         self._quitting = True
         with self._runs_lock:
             running = bool(self._runs)
+            for control in self._runs:
+                control.stop.request(how)
         if not running and not self._start_stack:
             self.exit(0)
             return
@@ -251,7 +261,7 @@ class DrillApp(App[int]):
         with self._runs_lock:
             runs = list(self._runs)
         for control in runs:
-            control.stop.set()
+            control.stop.request("dashboard closed")
         for control in runs:
             control.done.wait(timeout)
         if self._start_stack:
@@ -263,9 +273,10 @@ class DrillApp(App[int]):
         self._exit_stack.close()
 
 
-def run_dashboard(state_dir: Path | None, catalog_path: Path | None) -> int:
-    """`drillui` with no subcommand: the dashboard on the embedded stack (or the one running)."""
-    app = DrillApp(load_catalog(catalog_path), state_dir=state_dir)
+def run_dashboard(settings: DrillSettings) -> int:
+    """`drillui` with no subcommand: the dashboard on the chosen infrastructure (embedded by
+    default, `--infra docker` for the compose stack)."""
+    app = DrillApp(load_catalog(settings.catalog_path()), settings=settings)
     try:
         code = app.run()
     finally:

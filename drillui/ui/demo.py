@@ -1,10 +1,10 @@
-"""A recorded drill A run, replayed into the dashboard without any server or clock.
+"""A recorded drill A run, as the typed events a real run records, with no server or clock.
 
 Why: the snapshot tests need the main screens filled with the same data on every machine (fixed
-catalog, fixed scrapes, fixed log lines, fixed spans, fixed times), and the pivot tests need a
-trace store that answers instantly. `replay` feeds a `DrillScreen` created with `autostart=False`
-through the same message handlers a live run uses; `FakeTraceBackend` answers the screen's trace
-searches from the recorded spans with the Jaeger matching rule (one span carries every tag).
+catalog, fixed scrapes, fixed log lines, fixed spans, fixed times). `events` builds the run's
+event stream through the real `Recorder` (so the checklist is judged by the real evaluator) on a
+fake clock; `replay` feeds it to a `DrillScreen` created with `autostart=False`, exactly as a live
+run's events arrive.
 """
 
 from __future__ import annotations
@@ -18,17 +18,28 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from drillui.record.events import (
+    CleanChecked,
+    Event,
+    FaultArmed,
+    FaultReverted,
+    GaugesProbed,
+    LogLinesSeen,
+    MetricsSampled,
+    PhaseChanged,
+    ProbeRecorded,
+    RunStarted,
+    Said,
+    SpansSeen,
+    StatusesPolled,
+    TriggersWritten,
+    WorkerStarted,
+    WorkerStopped,
+)
 from drillui.scenarios import Catalog, parse_catalog
 from drillui.sources.logs import LogRecord, parse_line
 from drillui.sources.metrics import MetricsSnapshot
-from drillui.sources.traces import Span, Trace, TraceQueryResult
-from drillui.ui.messages import (
-    DrillProgressed,
-    LogsTailed,
-    MetricsSampled,
-    RunEnded,
-    TracesFetched,
-)
+from drillui.sources.traces import Span, Trace, span_to_json
 
 if TYPE_CHECKING:
     from drillui.ui.screens.drill import DrillScreen
@@ -246,98 +257,86 @@ def traces() -> list[Trace]:
     return out
 
 
-class FakeTraceBackend:
-    """Answers trace searches from recorded traces, instantly (the Jaeger rule: one span must
-    carry the operation and every tag)."""
-
-    def __init__(self, recorded: list[Trace] | None = None) -> None:
-        self.recorded = recorded if recorded is not None else traces()
-        self.queries: list[tuple[str, dict[str, str]]] = []
-
-    def find_traces(self, service: str, operation: str, attributes: Mapping[str, str], *, start: datetime,
-                    end: datetime, limit: int = 20) -> TraceQueryResult:
-        self.queries.append((operation, dict(attributes)))
-
-        def hit(s: Span) -> bool:
-            return s.operation == operation and all(_text(s.attributes.get(k)) == v for k, v in attributes.items())
-
-        found = [t for t in self.recorded if any(hit(s) for s in t.spans)][:limit]
-        return TraceQueryResult("api_v3", "fake://traces", 200, {}, found)
-
-    def get_trace(self, trace_id: str) -> TraceQueryResult:
-        found = [t for t in self.recorded if t.trace_id == trace_id]
-        return TraceQueryResult("api_v3", "fake://traces", 200 if found else 404, {}, found)
-
-    def close(self) -> None:
-        """Nothing to release."""
+# ---- the event stream ---------------------------------------------------------------------------
 
 
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
 
 
-# ---- replay -------------------------------------------------------------------------------------
+def _rows(snap: MetricsSnapshot) -> tuple[tuple[str, dict[str, str], float, str], ...]:
+    return tuple((s.name, dict(s.labels), s.value, s.kind) for s in snap.samples)
 
 
-def progress(until: str = "verified") -> list[DrillProgressed]:
-    """The runner's progress events of the recorded run, up to a phase ('running', 'verified')."""
-    def p(phase: str, message: str, at: float, **data: Any) -> DrillProgressed:
-        return DrillProgressed(phase, message, round(at - T0, 3), data)
+def events(until: str = "verified") -> list[Event]:
+    """The recorded run's events up to a moment ('running': the fault still armed; 'verified':
+    the end), stamped with the run's own clock and judged by the real evaluator."""
+    from drillui.evidence.checks import Verdict, end_state, key_figure
+    from drillui.runner.recorder import Recorder
 
-    events = [
-        p("preparing", f"run {RUN_ID}: evidence in {SNAPSHOT}", T0, snapshot=SNAPSHOT),
-        p("starting", "starting worker(s) worker", T0 + 0.1),
-        p("starting", "worker worker up (pid 4242, metrics http://127.0.0.1:9464/metrics)", T0 + 0.6, worker="worker",
-          worker_id=WORKER_ID, pid=4242, metrics_url="http://127.0.0.1:9464/metrics", log_path=f"{SNAPSHOT}/_logs/worker-{RUN_ID}.log"),
-        p("arming", "arming fault engine_unreachable", T0 + 0.7),
-        p("armed", "fault armed: GET http://127.0.0.1:9200/ -> ConnectError: [Errno 111] Connection refused", ARMED, armed_at=ARMED),
-        p("running", "workers run with the fault armed for 5s", ARMED + 0.01),
-        p("running", f"wrote delete event {EVENT_ID} (entity {ENTITY_ID})", TRIGGERED, outbox_event_ids=[EVENT_ID]),
-        p("running", "1 worker(s) alive; trigger events pending 1", ARMED + 3.0, statuses={"pending": 1}, alive=1),
+    clock = _Clock(T0)
+    out: list[Event] = []
+    rec = Recorder(catalog().drills[0], listeners=[out.append], clock=clock)
+    end = ARMED + 3.0 if until == "running" else REVERTED + 1.7
+    timeline: list[tuple[float, int, Event]] = [
+        (T0, 0, RunStarted(run_id=RUN_ID, scenario="es_down_connect", letter="A", title=catalog().drills[0].title,
+                           snapshot=SNAPSHOT, drill=catalog().drills[0].model_dump(mode="json"))),
+        (T0 + 0.001, 0, PhaseChanged(phase="preparing", message=f"run {RUN_ID}: evidence in {SNAPSHOT}")),
+        (T0 + 0.1, 0, PhaseChanged(phase="starting", message="starting worker(s) worker")),
+        (T0 + 0.4, 0, WorkerStarted(name="worker", worker_id=WORKER_ID, pid=4242, metrics_url="http://127.0.0.1:9464/metrics",
+                                    log_file=f"_logs/worker-{RUN_ID}.log")),
+        (T0 + 0.7, 0, PhaseChanged(phase="arming", message="arming fault engine_unreachable")),
+        (ARMED, 0, FaultArmed(fault="engine_unreachable", evidence="GET http://127.0.0.1:9200/ -> ConnectError: [Errno 111] Connection refused")),
+        (ARMED + 0.01, 0, PhaseChanged(phase="running", message="workers run with the fault armed for 5s")),
+        (TRIGGERED, 0, TriggersWritten(events=({"outbox_event_id": EVENT_ID, "entity_id": ENTITY_ID, "op": "delete",
+                                                "projection": "search_index_to_elastic", "delay": 0.0},))),
+        (TRIGGERED, 1, Said(message=f"wrote delete event {EVENT_ID} (entity {ENTITY_ID})")),
+        (TRIGGERED + 0.01, 1, StatusesPolled(statuses={"pending": 1})),
     ]
-    if until == "running":
-        return events
-    events += [
-        p("recovering", "reverting fault engine_unreachable", REVERTED - 0.01),
-        p("recovering", "fault reverted: GET http://127.0.0.1:9200/ -> HTTP 200", REVERTED, reverted_at=REVERTED),
-        p("recovering", "all trigger events settled: done 1", RECOVERED_AT + 0.05, statuses={"done": 1}),
-        p("collecting", "worker worker stopped (exit 0)", REVERTED + 1.0),
+    for k, t in enumerate(SCRAPES):
+        timeline.append((t, 2, MetricsSampled(worker="worker", phase="before" if k == 0 else "live", taken_at=t, samples=_rows(scrape(t)))))
+    for n, line in enumerate(log_lines(), 1):
+        t = datetime.fromisoformat(line["ts"]).timestamp()
+        text = json.dumps(line)
+        timeline.append((t + 0.05, 3, LogLinesSeen(worker="worker", file=f"_logs/worker-{RUN_ID}.log", start=0, end=0,
+                                                   first_line=n, lines=(text,))))
+    for tr in traces():
+        t = tr.spans[0].start_unix_nano / 1e9 + 0.3
+        timeline.append((t, 4, SpansSeen(spans=tuple(span_to_json(s) for s in tr.spans))))
+    timeline += [
+        (REVERTED - 0.01, 0, PhaseChanged(phase="recovering", message="reverting fault engine_unreachable")),
+        (REVERTED, 0, FaultReverted(fault="engine_unreachable", evidence="GET http://127.0.0.1:9200/ -> HTTP 200")),
+        (RECOVERED_AT + 0.05, 1, StatusesPolled(statuses={"done": 1})),
+        (RECOVERED_AT + 0.06, 1, Said(message="all trigger events settled: done 1")),
+        (RECOVERED_AT + 0.07, 2, MetricsSampled(worker="worker", phase="after", taken_at=RECOVERED_AT + 0.07,
+                                                samples=_rows(scrape(RECOVERED_AT + 0.07)))),
+        (RECOVERED_AT + 0.08, 2, MetricsSampled(worker="worker", phase="recovered", taken_at=RECOVERED_AT + 0.08,
+                                                samples=_rows(scrape(RECOVERED_AT + 0.08)))),
+        (REVERTED + 0.9, 5, ProbeRecorded(name="trigger_status", value=["done"])),
+        (REVERTED + 1.0, 5, PhaseChanged(phase="collecting", message="stopping the workers")),
+        (REVERTED + 1.0, 6, WorkerStopped(name="worker", worker_id=WORKER_ID, pid=4242, exit_code=0, how="stopped")),
+        (REVERTED + 1.1, 6, GaugesProbed(projection="search_index_to_elastic", lag=0, oldest_age=0.0, stuck=0)),
+        (REVERTED + 1.6, 6, CleanChecked(clean=True, summary="clean: GET http://127.0.0.1:9200/ -> HTTP 200; no worker left")),
     ]
-    return events
+    for t, _, ev in sorted(timeline, key=lambda x: (x[0], x[1])):
+        if t > end:
+            break
+        clock.t = t
+        rec.emit(ev)
+    if until != "running":
+        clock.t = end
+        checks = rec.final_checks()
+        state, why = end_state(checks, stopped=False, error=None)
+        verdict = Verdict("es_down_connect", RUN_ID, state, checks, SNAPSHOT, key_figure(checks), round(end - T0, 3), [], why)
+        rec.emit(PhaseChanged(phase="ended", message=f"{state.upper()}: {why}"))
+        rec.end(verdict)
+    return out
 
 
 def replay(screen: DrillScreen, *, until: str = "verified") -> None:
-    """Feed the recorded run into `screen` through its message handlers, in time order."""
-    events = progress(until)
-    end = events[-1].elapsed + T0
-    records = [r for r in log_records() if r.timestamp is not None and r.timestamp.timestamp() <= end]
-    scrapes = [t for t in SCRAPES if t <= end]
-    timeline: list[tuple[float, int, Any]] = [(e.elapsed + T0, 0, e) for e in events]
-    timeline += [(t, 1, t) for t in scrapes]
-    timeline += [(r.timestamp.timestamp(), 2, r) for r in records if r.timestamp is not None]
-    for _, kind, item in sorted(timeline, key=lambda x: (x[0], x[1])):
-        if kind == 0:
-            screen.on_drill_progressed(item)
-        elif kind == 1:
-            screen.on_metrics_sampled(MetricsSampled(item, {"worker": scrape(item)}, {}, screen.run_number))
-        else:
-            screen.on_logs_tailed(LogsTailed([item], run=screen.run_number))
-    backend = FakeTraceBackend([t for t in traces() if t.spans[0].start_unix_nano / 1e9 <= end])
-    queries = screen.live.trace_queries()
-    found = {q: backend.find_traces("", q.operation, q.tags, start=datetime.now(UTC), end=datetime.now(UTC)).traces for q in queries}
-    screen.on_traces_fetched(TracesFetched(found, queries, run=screen.run_number))
-    if until != "running":
-        checks = [
-            {"id": c.id, "kind": c.kind, "description": c.description, "expected": c.expected,
-             "observed": c.observed if c.state != "at_end" else '["done"]', "passed": True, "query": c.query,
-             "first_seen_seconds": c.first_seen_seconds}
-            for c in screen.live.checks()
-        ]
-        verdict = {"scenario": "es_down_connect", "run_id": RUN_ID, "verdict": "pass", "passed": True, "snapshot": SNAPSHOT,
-                   "checks": checks, "notes": []}
-        screen.on_drill_progressed(DrillProgressed("verified", "verdict: PASS", round(REVERTED + 1.7 - T0, 3), {"verdict": verdict}))
-        screen.on_run_ended(RunEnded(True))
+    """Feed the recorded run into `screen`, as a live run's events arrive."""
+    screen.feed(events(until))

@@ -22,6 +22,10 @@ PHASE_STYLE: Final[dict[str, str]] = {
     "failed": "bold $error",
     "stopping": "bold $warning",
     "ended": "$foreground-muted",
+    "passed": "bold $success",
+    "stopped": "bold $warning",
+    "error": "bold $error",
+    "refused": "bold $warning",
 }
 
 RESULT_STYLE: Final[dict[str, str]] = {

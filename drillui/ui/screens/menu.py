@@ -24,6 +24,8 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
+from drillui.errors import DrillError
+from drillui.record.snapshot import RESULT, Snapshot
 from drillui.scenarios import Catalog, Drill
 from drillui.ui.feeds import LastVerdict, load_last_verdicts
 from drillui.ui.messages import LastVerdictsLoaded
@@ -37,11 +39,8 @@ if TYPE_CHECKING:
 def verdict_badge(v: LastVerdict | None) -> tuple[str, str]:
     if v is None:
         return "never run", "$foreground-muted"
-    if v.verdict == "pass":
-        return f"PASS {v.run_id}", "bold $success"
-    if v.verdict == "fail":
-        return f"FAIL {v.run_id}", "bold $error"
-    return f"{v.verdict} {v.run_id}", "$warning"
+    style = {"passed": "bold $success", "failed": "bold $error", "stopped": "$warning", "error": "bold $error"}.get(v.state, "$warning")
+    return f"{v.word} {v.run_id}", style
 
 
 def _kv(d: dict[str, Any]) -> str:
@@ -213,22 +212,28 @@ class MenuScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="menu-read", exit_on_error=False)
     def read_verdict(self, drill: Drill, last: LastVerdict) -> None:
-        path = Path(last.path) / "_result.json"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            self.app.call_from_thread(self.notify, f"cannot read {path}: {exc}", title="No verdict", severity="error", markup=False)
+            data = Snapshot.open(Path(last.path)).read_json(RESULT)
+        except DrillError as exc:
+            self.app.call_from_thread(self.notify, exc.message, title="No verdict", severity="error", markup=False)
+            return
+        if not isinstance(data, dict):
+            self.app.call_from_thread(self.notify, f"run {last.run_id} recorded no verdict ({last.word})", title="No verdict",
+                                      markup=False)
             return
         self.app.call_from_thread(self.app.push_screen, TextModal(f"{drill.letter} {drill.title}: last verdict", verdict_text(data)))
 
 
 def verdict_text(data: dict[str, Any]) -> Content:
-    lines = [Content.assemble(("verdict ", "$foreground-muted"),
-                              (str(data.get("verdict", "?")).upper(), "bold $success" if data.get("passed") else "bold $error"),
+    state = str(data.get("state") or {"pass": "passed", "fail": "failed"}.get(str(data.get("verdict")), data.get("verdict", "?")))
+    style = {"passed": "bold $success", "stopped": "bold $warning"}.get(state, "bold $error")
+    lines = [Content.assemble(("ended ", "$foreground-muted"), (state.upper(), style),
                               ("   run ", "$foreground-muted"), str(data.get("run_id", "?"))),
+             Content.assemble(("why ", "$foreground-muted"), str(data.get("why") or "-")),
              Content.assemble(("evidence ", "$foreground-muted"), str(data.get("snapshot", "")))]
     for c in data.get("checks", []):
-        mark = ("✓", "bold $success") if c.get("passed") else ("✗", "bold $error")
+        passed = c.get("state") == "passed" if "state" in c else c.get("passed")
+        mark = ("✓", "bold $success") if passed else ("✗", "bold $error")
         lines.append(Content.assemble(mark, " ", str(c.get("description", ""))))
         lines.append(Content.assemble(("    expected ", "$foreground-muted"), str(c.get("expected", "")),
                                       ("; observed ", "$foreground-muted"), str(c.get("observed", ""))))

@@ -17,7 +17,7 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from drillui.evidence.live import LiveCheck
+from drillui.evidence.checks import Check
 from drillui.ui.format import since
 
 MARKS: dict[str, tuple[str, str]] = {
@@ -35,7 +35,7 @@ WIDE = 110
 DETAIL_LINES = 2
 
 
-def when_text(check: LiveCheck) -> str:
+def when_text(check: Check) -> str:
     if check.state == "waiting":
         return "waiting"
     if check.state == "at_end":
@@ -46,7 +46,7 @@ def when_text(check: LiveCheck) -> str:
 
 
 class Checklist(Widget, can_focus=True):
-    """Lines of `LiveCheck`s with a cursor; the highlighted one is detailed under the list."""
+    """Lines of `Check`s with a cursor; the highlighted one is detailed under the list."""
 
     DEFAULT_CSS = """
     Checklist { height: auto; }
@@ -58,7 +58,7 @@ class Checklist(Widget, can_focus=True):
         Binding("down", "move(1)", "Next check", show=False),
     ]
 
-    checks: reactive[list[LiveCheck]] = reactive(list, always_update=True, layout=True)
+    checks: reactive[list[Check]] = reactive(list, always_update=True, layout=True)
     cursor: reactive[int] = reactive(0)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:

@@ -111,6 +111,13 @@ class LogsPanel(Vertical):
         if len(self._keys) > MAX_ROWS:
             table.remove_row(self._keys.popleft())
 
+    def set_buffer(self, buffer: LogBuffer) -> None:
+        """A new run: a new buffer, an empty table."""
+        self.buffer = buffer
+        self.table.clear()
+        self._keys.clear()
+        self._status()
+
     def set_filter(self, text: str) -> None:
         """Apply a filter (free text and key=value terms) and show the lines that pass it."""
         self.query_one(Input).value = text

@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from drillui.evidence.live import SignalView
+from drillui.evidence.signals import SignalView
 from drillui.ui.format import number, signed
 
 BARS = "▂▃▄▅▆▇█"

@@ -9,7 +9,10 @@ trace. The screen fetches; this widget only shows what it is given and reports c
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
@@ -18,7 +21,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
-from drillui.evidence.live import TraceQuery
 from drillui.sources.traces import Span, Trace
 from drillui.ui.format import RESULT_STYLE, duration_ns, short_id, since
 from drillui.ui.messages import TraceChosen, TraceFilterSubmitted
@@ -29,35 +31,100 @@ SHOWN_OPERATIONS = ("projection.process_batch", "outbox.process", "outbox.claim_
 MAX_ROWS = 200
 # Most telling first: a narrow panel scrolls sideways for the rest.
 COLUMNS = ("operation", "result", "reason", "att", "+armed", "duration", "id", "trace")
-# The runbook's two pivots, never mixed: one batch, or one event.
+# The runbook's two pivots, never mixed: one batch, or one event (plus the business entity).
 PIVOTS: dict[str, tuple[str, str]] = {
     "claim_batch_id": ("projection.process_batch", "wordloom.claim_batch_id"),
     "outbox_event_id": ("outbox.process", "wordloom.outbox_event_id"),
 }
+ID_ATTRIBUTES = ("wordloom.outbox_event_id", "wordloom.claim_batch_id", "wordloom.entity_id")
 
 
-def parse_trace_filter(text: str, events: Sequence[str] = (), batches: Sequence[str] = ()) -> list[TraceQuery]:
-    """`claim_batch_id=<id>` or `outbox_event_id=<id>` (the `wordloom.` prefix is optional); a bare
-    id is looked up among the drill's events and batches, and searched by both pivots otherwise.
-    Raises ValueError with a line the user can act on."""
+@dataclass(frozen=True)
+class TraceFilter:
+    """What a trace must hold to be shown: ONE span carrying every term (Jaeger's rule).
+
+    A term's value matches an id attribute (`*_id`) by prefix, as ids are shown shortened; any
+    other attribute by its text. `any_id` is a bare id: any of the three ids, or the trace id.
+    """
+
+    terms: tuple[tuple[str, str], ...] = ()
+    operation: str | None = None
+    any_id: str | None = None
+    text: str = ""
+
+    def span_matches(self, span: Span) -> bool:
+        if self.operation and span.operation != self.operation:
+            return False
+        if self.any_id is not None:
+            v = self.any_id
+            if not (span.trace_id.startswith(v) or any(_attr(span, a).startswith(v) for a in ID_ATTRIBUTES if _attr(span, a))):
+                return False
+        for key, value in self.terms:
+            got = _attr(span, key) or _attr(span, f"wordloom.{key}")
+            if not got:
+                return False
+            if key.endswith("_id") or key.endswith(".id"):
+                if not got.startswith(value):
+                    return False
+            elif got != value:
+                return False
+        return True
+
+    def traces(self, traces: Sequence[Trace]) -> list[Trace]:
+        return [t for t in traces if any(self.span_matches(s) for s in t.spans)]
+
+    def pivots(self) -> list[tuple[str, str]]:
+        """(pivot, value) terms a trace store can be asked by (the run's two pivots)."""
+        out = []
+        for key, value in self.terms:
+            k = key.removeprefix("wordloom.")
+            if k in PIVOTS:
+                out.append((k, value))
+        return out
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_trace_filter(text: str) -> TraceFilter:
+    """`claim_batch_id=<id>` / `outbox_event_id=<id>` (prefixes of ids too), any `key=value`
+    attribute, `operation=NAME`, a step's `tags={...}` JSON, or one bare id. Raises ValueError
+    with a line the user can act on."""
     text = text.strip()
-    if "=" in text:
-        key, _, value = text.partition("=")
-        key = key.strip().removeprefix("wordloom.")
+    if not text:
+        raise ValueError("type an id, or claim_batch_id=<id> / outbox_event_id=<id>")
+    terms: list[tuple[str, str]] = []
+    operation: str | None = None
+    tags = re.search(r"tags=(\{.*\})", text)
+    rest = text
+    if "tags=" in text and not tags:
+        raise ValueError("tags= takes a JSON object, e.g. tags={\"wordloom.claim_batch_id\":\"…\"}")
+    if tags:
+        try:
+            decoded = json.loads(tags.group(1))
+        except ValueError:
+            raise ValueError(f"tags={tags.group(1)} is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise ValueError("tags= must be a JSON object")
+        terms += [(str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in decoded.items()]
+        rest = text[: tags.start()] + text[tags.end():]
+    words = rest.split()
+    if len(words) == 1 and "=" not in words[0] and not terms:
+        return TraceFilter(any_id=words[0].strip('"'), text=text)
+    for word in words:
+        key, eq, value = word.partition("=")
+        if not eq:
+            raise ValueError(f"{word!r}: use key=value terms (claim_batch_id=…, result=retry) or one bare id")
         value = value.strip().strip('"')
-        if key not in PIVOTS:
-            raise ValueError(f"cannot search traces by {key!r}: use claim_batch_id=<id> or outbox_event_id=<id>")
         if not value:
-            raise ValueError(f"{key}= needs an id (e: pick one of this drill's)")
-        operation, attribute = PIVOTS[key]
-        return [TraceQuery(operation, attribute, value)]
-    if " " in text or not text:
-        raise ValueError("type one id, or claim_batch_id=<id> / outbox_event_id=<id>")
-    if text in events:
-        return [TraceQuery(*PIVOTS["outbox_event_id"], text)]
-    if text in batches:
-        return [TraceQuery(*PIVOTS["claim_batch_id"], text)]
-    return [TraceQuery(*PIVOTS["outbox_event_id"], text), TraceQuery(*PIVOTS["claim_batch_id"], text)]
+            raise ValueError(f"{key}= needs a value (e: pick one of this drill's ids)")
+        if key == "operation":
+            operation = value
+        else:
+            terms.append((key.strip(), value))
+    if any("<id>" in v for _, v in terms):
+        raise ValueError("replace <id> with one of this drill's ids (e picks one)")
+    return TraceFilter(tuple(terms), operation, None, text)
 
 
 def _attr(span: Span, key: str) -> str:

@@ -1,0 +1,138 @@
+"""The runbook's four main signals (section 2.1), read from a `RunState`.
+
+Retry, Failed (and terminal failures), Lag/Age, Stuck: each as points over time (the increase
+per sample for counters, the value for gauges), its current value, its change since the run
+started and the `reason` labels that moved. Counters are summed over workers; gauges (database
+wide numbers each worker reports) are their maximum, like the runbook's `max by (...)` panels.
+At the end of a run the gauges come from the database itself (`GaugesProbed`), so the last
+reading is the final state, not a worker's last refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING, Final, Literal
+
+from drillui.sources.metrics import MetricsSnapshot, delta
+
+if TYPE_CHECKING:
+    from drillui.evidence.state import RunState
+
+
+@dataclass(frozen=True)
+class Signal:
+    key: str
+    group: str
+    label: str
+    metric: str
+    kind: Literal["counter", "gauge"]
+    promql: str
+    by_reason: bool = False
+    unit: str = ""
+    gauge_field: str = ""
+    """The `GaugesProbed` field that holds this gauge's final value, if any."""
+
+
+SIGNALS: Final[tuple[Signal, ...]] = (
+    Signal("retry", "Retry", "retry", "outbox_retry_scheduled_total", "counter",
+           'sum by (env, projection, reason) (rate(outbox_retry_scheduled_total{component="worker"}[1m]))', True),
+    Signal("failed", "Failed", "failed", "outbox_failed_total", "counter",
+           'sum by (env, projection, reason) (rate(outbox_failed_total{component="worker"}[1m]))', True),
+    Signal("terminal", "Failed", "terminal", "outbox_terminal_failed_total", "counter",
+           'sum by (env, projection, reason) (rate(outbox_terminal_failed_total{component="worker"}[1m]))', True),
+    Signal("lag", "Lag/Age", "lag", "outbox_lag_events", "gauge",
+           'max by (env, projection) (outbox_lag_events{component="worker"})', gauge_field="lag"),
+    Signal("age", "Lag/Age", "oldest age", "outbox_oldest_age_seconds", "gauge",
+           'max by (env, projection) (outbox_oldest_age_seconds{component="worker"})', unit="s", gauge_field="oldest_age"),
+    Signal("stuck", "Stuck", "stuck", "outbox_stuck_processing_events", "gauge",
+           'max by (env, projection) (outbox_stuck_processing_events{component="worker"})', gauge_field="stuck"),
+)
+
+
+@dataclass(frozen=True)
+class SignalView:
+    """What the signals panel draws for one signal."""
+
+    signal: Signal
+    points: list[tuple[float, float]]
+    """(unix time, value): per-sample increase for counters, the value for gauges."""
+    value: float | None
+    change: float | None
+    by_reason: list[tuple[str, float]]
+    """(reason, change since the drill started), largest first; only reasons that moved."""
+    peak: float | None = None
+
+
+def _final_gauge(state: RunState, signal: Signal) -> float | None:
+    g = state.gauges
+    if g is None or not signal.gauge_field:
+        return None
+    latest = max((s.taken_at for s in state.metrics.latest.values()), default=0.0)
+    return float(getattr(g, signal.gauge_field)) if g.wall >= latest else None
+
+
+def current(state: RunState, signal: Signal) -> float:
+    final = _final_gauge(state, signal)
+    if final is not None:
+        return final
+    values = [snap.value(signal.metric) for snap in state.metrics.latest.values()]
+    if not values:
+        return 0.0
+    return math.fsum(values) if signal.kind == "counter" else max(values)
+
+
+def change(state: RunState, selector: str) -> float | None:
+    """The change of `selector` since each worker's baseline, summed over workers."""
+    m = state.metrics
+    if not m.latest:
+        return None
+    return math.fsum(delta(m.baseline(w), snap, selector) for w, snap in m.latest.items())
+
+
+def record_points(state: RunState) -> None:
+    """Append the current value of every signal (called by the fold after each sample)."""
+    m = state.metrics
+    if not m.latest:
+        return
+    t = state.gauges.wall if state.gauges is not None and _final_gauge(state, SIGNALS[3]) is not None else \
+        max(s.taken_at for s in m.latest.values())
+    for sig in SIGNALS:
+        points = m.points.setdefault(sig.key, deque(maxlen=m.history))
+        points.append((t, current(state, sig)))
+
+
+def signal_view(state: RunState, signal: Signal) -> SignalView:
+    raw = list(state.metrics.points.get(signal.key, ()))
+    if signal.kind == "counter":
+        # Increase per sample: a bar appears while the counter grows (a drop is a restart).
+        points = [(t1, (v1 if v1 < v0 else v1 - v0)) for (_, v0), (t1, v1) in pairwise(raw)]
+        if raw:
+            points.insert(0, (raw[0][0], 0.0))
+    else:
+        points = raw
+    m = state.metrics
+    if not m.latest:
+        return SignalView(signal, points, None, None, [])
+    value = current(state, signal)
+    if signal.kind == "counter":
+        moved = change(state, signal.metric)
+    else:
+        base = [m.baseline(w).value(signal.metric) for w in m.latest if w in m.phase("before")]
+        moved = value - (max(base) if base else 0.0)
+    reasons: list[tuple[str, float]] = []
+    if signal.by_reason:
+        seen = {s.labels.get("reason", "") for snap in m.latest.values() for s in snap.series(signal.metric)}
+        for reason in sorted(r for r in seen if r):
+            d = change(state, f'{signal.metric}{{reason="{reason}"}}') or 0.0
+            if d:
+                reasons.append((reason, d))
+        reasons.sort(key=lambda rc: (-abs(rc[1]), rc[0]))
+    peak = max((v for _, v in raw), default=None) if signal.kind == "gauge" else None
+    return SignalView(signal, points, value, moved, reasons, peak)
+
+
+def empty_snapshot() -> MetricsSnapshot:
+    return MetricsSnapshot.empty(taken_at=0.0)

@@ -1,0 +1,247 @@
+"""How runs end, on the real embedded servers: the record followed live, honest end states,
+nothing left behind, and evidence that no later command rewrites.
+
+Every way a run ends — the trainer's stop, Ctrl+C, SIGTERM, SIGHUP — must give the `stopped`
+state (with how it was asked), the fault reverted, the workers stopped and none of the run's rows
+left pending; `clean` must refuse a run in progress; `export` after a stack restart must leave
+the run's verdict and files exactly as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drillui.evidence.signals import SIGNALS, signal_view
+from drillui.evidence.state import RunState
+from drillui.faults.base import probe_engine
+from drillui.record.eventlog import follow_events, read_events
+from drillui.record.events import (
+    Event,
+    FaultArmed,
+    FaultReverted,
+    GaugesProbed,
+    RowsSettled,
+    RunEnded,
+    StopRequested,
+)
+from drillui.runner.cleanup import DrillInProgress, clean
+from drillui.runner.infra import Infrastructure
+from drillui.runner.runner import DrillRunner, RunOptions, StopSignal
+from drillui.scenarios import load_catalog
+from worker.db import connect
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog(ROOT / "scenarios.yaml")
+
+
+class Background:
+    """A drill run in a thread, its events collected as they come."""
+
+    def __init__(self, letter: str, infra: Infrastructure, snapshots: Path, **options: object) -> None:
+        self.events: list[Event] = []
+        self.stop = StopSignal()
+        self.runner = DrillRunner(CATALOG.get(letter), infra, RunOptions(snapshots=snapshots, **options),  # type: ignore[arg-type]
+                                  on_event=self.events.append, stop=self.stop)
+        self.verdict = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.verdict = self.runner.run()  # type: ignore[assignment]
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def wait_for(self, cls: type[Event], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(isinstance(e, cls) for e in list(self.events)):
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, f"no {cls.__name__} within {timeout}s"
+            time.sleep(0.05)
+
+    def join(self, timeout: float = 90) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the run did not end"
+        assert self.error is None, self.error
+
+
+def _unsettled(infra: Infrastructure) -> int:
+    with connect(infra.endpoints.database_url) as conn:
+        row = conn.execute("SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'processing')").fetchone()
+    return int(row["n"]) if row else -1
+
+
+def test_the_event_log_is_followed_by_a_second_reader_during_a_live_run(drill_infra: Infrastructure, tmp_path: Path) -> None:
+    run = Background("A", drill_infra, tmp_path, duration=3)
+    run.wait_for(FaultArmed)
+    folder = Path(run.runner.recorder.state.snapshot or "")
+    followed: list[Event] = []
+    live_moments: list[bool] = []
+    for batch in follow_events(folder / "_events.jsonl", stopped=lambda: False, poll=0.05):
+        followed.extend(batch)
+        live_moments.append(run.thread.is_alive())
+    run.join()
+    assert any(live_moments[:-1]), "the follower saw nothing before the run ended"
+    assert isinstance(followed[-1], RunEnded) and followed[-1].state == "passed"
+    assert followed == read_events(folder / "_events.jsonl")
+    assert [e.seq for e in followed] == list(range(1, len(followed) + 1))
+    # the gauges at the verdict are the final state: the event is done, nothing pending
+    state = RunState(CATALOG.get("A")).apply_all(followed)
+    assert any(isinstance(e, GaugesProbed) for e in followed)
+    views = {s.key: signal_view(state, s) for s in SIGNALS}
+    assert views["lag"].value == 0 and views["age"].value == 0 and views["stuck"].value == 0
+    assert views["lag"].peak == 1  # while the engine was down, the event was pending
+
+
+def test_a_stop_request_ends_stopped_with_the_fault_reverted_and_no_row_left(drill_infra: Infrastructure, tmp_path: Path) -> None:
+    run = Background("A", drill_infra, tmp_path, duration=30)
+    run.wait_for(FaultArmed)
+    time.sleep(0.5)
+    assert not probe_engine(drill_infra.endpoints.es_url)[0]
+    run.stop.request("key s")
+    run.join()
+    assert run.verdict is not None and run.verdict.state == "stopped" and run.verdict.why == "stopped by key s"
+    assert probe_engine(drill_infra.endpoints.es_url)[0], "the fault was left armed"
+    assert _unsettled(drill_infra) == 0
+    stops = [e for e in run.events if isinstance(e, StopRequested)]
+    assert [s.how for s in stops] == ["key s"]
+    assert any(isinstance(e, RowsSettled) and e.statuses.get("pending") == 1 for e in run.events)
+    assert any(isinstance(e, FaultReverted) and not e.still_armed for e in run.events)
+    assert all(not w.alive for w in run.runner.recorder.state.workers.values())
+    result = json.loads((Path(run.verdict.snapshot) / "_result.json").read_text())
+    assert result["state"] == "stopped" and result["verdict"] == "stopped" and result["passed"] is None
+
+
+def test_clean_refuses_a_run_in_progress(drill_infra: Infrastructure, tmp_path: Path) -> None:
+    run = Background("A", drill_infra, tmp_path, duration=4)
+    run.wait_for(FaultArmed)
+    with pytest.raises(DrillInProgress, match="a drill is running on this outbox .*es_down_connect"):
+        clean(drill_infra)
+    assert not probe_engine(drill_infra.endpoints.es_url)[0], "clean reopened the engine of the drill in progress"
+    assert _unsettled(drill_infra) == 1, "clean touched the drill's row"
+    with pytest.raises(DrillInProgress):
+        DrillRunner(CATALOG.get("B"), drill_infra, RunOptions(snapshots=tmp_path)).run()
+    run.join()
+    assert run.verdict is not None and run.verdict.passed
+    assert clean(drill_infra) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["es_down_connect"], "the refused run left a folder"
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "ES_URL", "JAEGER_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "DRILLUI_INFRA")}
+    env["DRILLUI_STATE_DIR"] = str(tmp / "state")
+    return env
+
+
+def _drillui(tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml"), *args],
+                          env=_env(tmp), capture_output=True, text=True, timeout=timeout, cwd=tmp)
+
+
+@pytest.mark.parametrize(("sig", "how"), [(signal.SIGINT, "Ctrl+C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
+def test_a_signal_to_drillui_run_ends_the_drill_stopped_and_clean(tmp_path: Path, sig: int, how: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml"), "run", "A",
+                             "--duration", "30"], env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "wrote delete event" in line:  # armed, and the trigger row is in the outbox
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    text = "".join(seen) + out
+    assert proc.returncode == 3, text[-2000:]
+    assert f"STOPPED: stopped by {how}" in text and "Traceback" not in text
+    [folder] = list((tmp_path / "snapshots" / "es_down_connect").iterdir())
+    events = read_events(folder / "_events.jsonl")
+    assert [e.how for e in events if isinstance(e, StopRequested)] == [how]
+    assert any(isinstance(e, FaultReverted) and not e.still_armed for e in events)
+    assert any(isinstance(e, RowsSettled) for e in events)
+    end = events[-1]
+    assert isinstance(end, RunEnded) and end.state == "stopped"
+    [clean_check] = [c for c in end.verdict["checks"] if c["id"] == "clean:reverted"]  # type: ignore[index]
+    assert clean_check["state"] == "passed", clean_check
+    listed = _drillui(tmp_path, "list")
+    assert "STOPPED" in listed.stdout.splitlines()[0]
+
+
+@dataclass
+class RunningStack:
+    path: Path
+    restart: Callable[[], None]
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[RunningStack]:
+    """`drillui stack up` in the background; `restart()` stops it and starts a new one on the same folder."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start() -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "drillui", "stack", "up", "--json"], env=_env(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())
+        procs.append(proc)
+
+    def restart() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(30)
+        start()
+
+    start()
+    yield RunningStack(tmp_path, restart)
+    for p in procs:
+        p.terminate()
+        p.wait(30)
+        if p.stdout:
+            p.stdout.close()
+
+
+def test_export_after_a_stack_restart_leaves_the_record_untouched(running: RunningStack) -> None:
+    stack = running.path
+    ran = _drillui(stack, "run", "B")
+    assert ran.returncode == 0, ran.stdout[-2000:]
+    [run] = list((stack / "snapshots" / "es_429").iterdir())
+    recorded = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    running.restart()  # the embedded trace store forgets its spans
+    exported = _drillui(stack, "export", "B")
+    assert exported.returncode == 0, exported.stderr
+    assert " 0 trace(s) found" in exported.stdout and "the run's own evidence is untouched" in exported.stdout
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert {k: v for k, v in after.items() if k in recorded} == recorded, "export rewrote recorded evidence"
+    added = sorted(str(k) for k in after.keys() - recorded.keys())
+    assert added and all(a.startswith("_exports/") and a.count("/") == 2 for a in added), added
+
+    verified = _drillui(stack, "verify", "B")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "recomputed from the record: the same verdict as recorded" in verified.stdout
+    assert "every recorded file matches _manifest.json" in verified.stdout
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == after, "verify wrote something"
+    listed = _drillui(stack, "list")
+    assert [line for line in listed.stdout.splitlines() if line.startswith("B ")][0].count("PASS") == 1
+
+    # and a file changed behind the run's back is named
+    (run / "_logs" / f"worker-{run.name}.log").write_text("edited\n")
+    tampered = _drillui(stack, "verify", "B")
+    assert tampered.returncode == 1 and f"CHANGED since the run: _logs/worker-{run.name}.log" in tampered.stdout
