@@ -82,9 +82,9 @@ def test_global_options_work_after_the_subcommand_too(tmp_path: Path) -> None:
 def test_the_infra_flag_reaches_the_dashboard_without_touching_the_environment() -> None:
     import os
 
+    from drillui.scenarios import load_catalog
     from drillui.settings import DrillSettings
     from drillui.ui.app import DrillApp
-    from drillui.scenarios import load_catalog
 
     before = dict(os.environ)
     settings = DrillSettings.build({"DRILLUI_INFRA": "embedded"}, infra="docker")

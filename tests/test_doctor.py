@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import json
+import os
 import socket
 import threading
 import uuid

@@ -245,3 +245,47 @@ def test_export_after_a_stack_restart_leaves_the_record_untouched(running: Runni
     (run / "_logs" / f"worker-{run.name}.log").write_text("edited\n")
     tampered = _drillui(stack, "verify", "B")
     assert tampered.returncode == 1 and f"CHANGED since the run: _logs/worker-{run.name}.log" in tampered.stdout
+
+
+def test_the_infrastructure_breaking_mid_run_ends_in_error_not_failed(pg: object, db_url: str, es_url: str,
+                                                                         drill_infra: Infrastructure, tmp_path: Path) -> None:
+    import psycopg
+
+    from drillui.runner.runner import exit_code
+
+    run = Background("A", drill_infra, tmp_path, duration=20)
+    run.wait_for(FaultArmed)
+    time.sleep(0.3)
+    name = db_url.rsplit("/", 1)[-1].split("?")[0]
+    with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # Postgres is gone for this run
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE drillui_template')  # for the fixture's teardown
+    run.join()
+    assert run.verdict is not None and run.verdict.state == "error", run.verdict
+    assert exit_code(run.verdict) == 5 and run.verdict.why
+    assert probe_engine(es_url)[0], "the fault must be reverted whatever broke"
+    result = json.loads((Path(run.verdict.snapshot) / "_result.json").read_text())
+    assert result["state"] == "error" and result["passed"] is None
+    assert (Path(run.verdict.snapshot) / "_manifest.json").is_file()
+
+
+def test_clean_rows_removes_every_row_drills_wrote(drill_infra: Infrastructure, db_url: str) -> None:
+    import uuid
+
+    from worker.db import insert_event
+
+    with connect(db_url) as conn:
+        mine = insert_event(conn, projection="search_index_to_elastic", op="upsert", entity_id=uuid.uuid4(), correlation_id="drillui:r1")
+        chron = uuid.uuid4()
+        conn.execute("INSERT INTO chronicle_events (id, entity_id, kind, title, body) VALUES (%s, %s, 'note', 't', '{}')",
+                     (chron, uuid.uuid4()))
+        insert_event(conn, projection="chronicle", op="upsert", entity_id=chron, correlation_id="drillui:r2")
+        theirs = insert_event(conn, projection="search_index_to_elastic", op="upsert", entity_id=uuid.uuid4(), correlation_id="app:1")
+        conn.execute("UPDATE outbox SET status = 'done' WHERE id = ANY(%s)", ([mine, theirs],))
+        conn.execute("UPDATE outbox SET status = 'failed' WHERE correlation_id = 'drillui:r2'")
+    assert clean(drill_infra) == []  # done and failed rows are not dirt
+    [line] = clean(drill_infra, rows=True)
+    assert "removed 2 drill event(s)" in line and "1 chronicle event(s)" in line
+    with connect(db_url) as conn:
+        left = [r["id"] for r in conn.execute("SELECT id FROM outbox").fetchall()]
+    assert left == [theirs], "only rows drills wrote may go"

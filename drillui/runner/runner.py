@@ -492,6 +492,8 @@ class DrillRunner:
             self._probe_final()
         except DrillError as exc:
             error = redact_text(exc.message)
+        except psycopg.Error as exc:
+            error = redact_text(f"Postgres: {type(exc).__name__}: {str(exc).strip() or 'no detail'}")
         except INFRA_ERRORS as exc:
             error = redact_text(f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}")
         except BaseException as exc:
