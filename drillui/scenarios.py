@@ -246,6 +246,35 @@ class Step(_Model):
     say: str
     promql: str | None = None
     trace_query: str | None = None
+    log_query: str | None = None
+    """A filter of the logs panel (free text and key=value terms), e.g. `event=outbox.reclaimed`."""
+    signal: str | None = None
+    """The signal a PromQL step is about (a main signal key such as `retry`, or a drill signal's
+    label): applying the step highlights it with its current value."""
+
+
+class DrillSignal(_Model):
+    """A signal this drill is about, shown beside the runbook's four main ones."""
+
+    label: str = Field(min_length=1, max_length=24)
+    metric: str | None = None
+    """A metric selector: its value summed over workers (counters) or their maximum (gauges)."""
+    mean: str | None = None
+    """A histogram family: the mean of what it observed since the run started, in ms."""
+    by: str | None = None
+    """Split into one row per value of this label (e.g. result, reason, failure_class)."""
+    per_worker: bool = False
+    """One row per worker instead of the total."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DrillSignal:
+        if (self.metric is None) == (self.mean is None):
+            raise ValueError("a drill signal has either metric or mean")
+        if self.metric is not None:
+            from drillui.sources.metrics import parse_selector
+
+            parse_selector(self.metric)
+        return self
 
 
 class Drill(_Model):
@@ -263,6 +292,12 @@ class Drill(_Model):
     expect: Expect
     steps: list[Step] = []
     recover: str = ""
+    signals: list[DrillSignal] = []
+    """This drill's own signals, beside the four main ones."""
+    columns: list[str] = []
+    """Span attributes / log fields shown as extra columns of the traces and logs panels."""
+    scalable: bool = False
+    """The number of workers may be changed in the run options (identical workers)."""
 
 
 class Catalog(_Model):

@@ -27,11 +27,13 @@ from drillui.record.events import FaultReverted, StopRequested
 from drillui.runner.infra import Infrastructure
 from drillui.runner.runner import RunOptions
 from drillui.scenarios import load_catalog
+from drillui.settings import DrillSettings
 from drillui.stack.engine import EmbeddedEngine
 from drillui.stack.stack import Endpoints, LocalEngineSwitch
 from drillui.stack.tracestore import TraceStoreServer
 from drillui.ui.app import DrillApp
 from drillui.ui.screens.drill import DrillScreen
+from drillui.ui.screens.options import RunOptionsModal
 from worker.db import connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -46,7 +48,7 @@ def infra(db_url: str, es_url: str, engine: EmbeddedEngine, trace_store: TraceSt
 
 def _app(infra: Infrastructure, snapshots: Path) -> DrillApp:
     return DrillApp(load_catalog(ROOT / "scenarios.yaml"), infra=infra, snapshots=snapshots,
-                    run_options=RunOptions(duration=3))
+                    run_options=RunOptions(duration=3), settings=DrillSettings.build({}, state_dir=snapshots / "state"))
 
 
 async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -60,6 +62,9 @@ async def test_drill_a_from_the_screen_completes_its_checklist(infra: Infrastruc
     app = _app(infra, tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("enter")  # drill A is the first of the menu
+        await _until(pilot, lambda: isinstance(app.screen, RunOptionsModal), 10, "the run options")
+        await pilot.press("enter")  # Start: bounded, as the app's run options say
+        await _until(pilot, lambda: isinstance(app.screen, DrillScreen), 10, "the drill screen")
         screen = app.screen
         assert isinstance(screen, DrillScreen) and screen.drill.id == "es_down_connect"
 
@@ -132,3 +137,47 @@ async def test_quitting_mid_drill_reverts_the_fault_and_stops_the_workers(infra:
     with connect(infra.endpoints.database_url) as conn:
         left = conn.execute("SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'processing')").fetchone()
     assert left is not None and left["n"] == 0, "the stopped run left its trigger row behind"
+
+
+async def test_guided_mode_holds_the_fault_until_the_trainer_recovers_it(infra: Infrastructure, tmp_path: Path) -> None:
+    app = DrillApp(load_catalog(ROOT / "scenarios.yaml"), infra=infra, snapshots=tmp_path,
+                   settings=DrillSettings.build({}, state_dir=tmp_path / "state"))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("enter")
+        await _until(pilot, lambda: isinstance(app.screen, RunOptionsModal), 10, "the run options")
+        await pilot.press("enter")  # Start: guided, the dashboard's default
+        await _until(pilot, lambda: isinstance(app.screen, DrillScreen), 10, "the drill screen")
+        screen = app.screen
+        assert isinstance(screen, DrillScreen)
+        await _until(pilot, lambda: screen.state.held, 60, "the fault held")
+        assert screen.check_action("recover", ()) and screen.check_action("top_up", ())
+        await pilot.pause(0.3)
+        assert "R Recover" in _text(app) and "HELD until R" in _text(app)
+        # Held well past the drill's own duration (5s in the catalog).
+        await pilot.pause(screen.drill.duration + 2)
+        assert screen.state.reverted_at is None and not probe_engine(infra.endpoints.es_url)[0]
+        events_before = len(screen.state.outbox_event_ids)
+        await pilot.press("plus")
+        await _until(pilot, lambda: len(screen.state.outbox_event_ids) > events_before, 20, "the top-up")
+        await pilot.press("n")
+        await pilot.press("R")
+        await _until(pilot, lambda: screen.state.ended is not None, 60, "the verdict")
+        ended = screen.state.ended
+        assert ended is not None and ended.state == "passed", ended.why
+        assert any(a.action == "top_up" for a in screen.state.actions)
+        assert any(a.action == "recover" for a in screen.state.actions)
+        assert screen.state.step == 1
+        assert screen.state.reverted_at is not None and screen.state.armed_at is not None
+        assert screen.state.reverted_at - screen.state.armed_at > screen.drill.duration
+        assert probe_engine(infra.endpoints.es_url)[0]
+
+
+def _text(app: DrillApp) -> str:
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
+    return console.export_text(styles=False)

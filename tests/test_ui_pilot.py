@@ -25,6 +25,8 @@ from drillui.record.events import Event, PhaseChanged, RunEnded, StopRequested
 from drillui.runner.infra import Infrastructure
 from drillui.runner.runner import RunOptions, StopSignal
 from drillui.scenarios import Drill
+from drillui.settings import DrillSettings
+from drillui.sources.logs import LogRecord
 from drillui.stack.stack import Endpoints
 from drillui.ui import demo
 from drillui.ui.app import DrillApp
@@ -32,7 +34,8 @@ from drillui.ui.screens import drill as drill_screen
 from drillui.ui.screens.drill import DrillScreen
 from drillui.ui.screens.help import HelpScreen
 from drillui.ui.screens.menu import MenuScreen
-from drillui.ui.screens.modals import ErrorModal, PickerModal, SpanTreeModal, TextModal
+from drillui.ui.screens.modals import ErrorModal, LogLineModal, PickerModal, SpanTreeModal, TextModal
+from drillui.ui.screens.options import RunOptionsModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.logs import LogsPanel
 
@@ -41,7 +44,8 @@ SIZE = (160, 48)
 
 
 def _app(tmp_path: Path, *, infra: Infrastructure | None = None) -> DrillApp:
-    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", infra=infra, start_stack=False)
+    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", infra=infra, start_stack=False,
+                    settings=DrillSettings.build({}, state_dir=tmp_path / "state"))
 
 
 async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -71,9 +75,14 @@ def _screen_text(app: DrillApp) -> str:
     return console.export_text(styles=False)
 
 
-def _log_rows(screen: DrillScreen) -> list[list[str]]:
-    table = screen.query_one(LogsPanel).table
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+def _trace_cell(table: DataTable[Any], row: int, name: str) -> str:
+    keys = [c.key.value for c in table.ordered_columns]
+    return str(table.get_row_at(row)[keys.index(name)])
+
+
+def _log_rows(screen: DrillScreen) -> list[LogRecord]:
+    view = screen.query_one(LogsPanel).table
+    return [view.buffer.record(view.number(i)) for i in range(view.count)]
 
 
 # ---- menu ---------------------------------------------------------------------------------------
@@ -183,6 +192,9 @@ async def test_choosing_and_running_a_drill(tmp_path: Path, stand_in: type[Stand
     app = _app(tmp_path, infra=_infra())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("down", "up", "enter")
+        await _until(pilot, lambda: isinstance(app.screen, RunOptionsModal))
+        await pilot.press("enter")  # Start, with the catalog's defaults
+        await _until(pilot, lambda: isinstance(app.screen, DrillScreen))
         screen = app.screen
         assert isinstance(screen, DrillScreen) and screen.drill.letter == "A"
         await _until(pilot, lambda: screen.state.armed_at is not None and bool(len(screen.state.outbox_event_ids)))
@@ -257,10 +269,11 @@ async def test_pivot_trace_to_logs(tmp_path: Path) -> None:
         assert trace_id == demo.trace_id(len(demo.ATTEMPTS))  # the latest trace first: the recovery, then the last retry
         await pilot.press("g")
         await _until(pilot, lambda: app.screen is screen)
+        await _until(pilot, lambda: bool(_log_rows(screen)))
         rows = _log_rows(screen)
-        assert rows and all(r[6] == trace_id[:8] for r in rows)
+        assert rows and all(r.trace_id == trace_id for r in rows)
         assert screen.query_one("#logs-filter", Input).value == f"trace_id={trace_id}"
-        assert app.focused is screen.query_one("#logs-table", DataTable)
+        assert app.focused is screen.query_one("#logs-table")
 
 
 async def test_pivot_log_to_trace(tmp_path: Path) -> None:
@@ -268,7 +281,13 @@ async def test_pivot_log_to_trace(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await _replayed(pilot)
         screen.query_one(LogsPanel).set_filter("event=outbox.retry_scheduled attempt=2")
+        await _until(pilot, lambda: len(_log_rows(screen)) == 1)
         await pilot.press("l", "enter")
+        await _until(pilot, lambda: isinstance(app.screen, LogLineModal))
+        await pilot.pause()
+        shown = _screen_text(app)
+        assert "outbox.retry_scheduled" in shown and "es_connect" in shown and demo.trace_id(2) in shown
+        await pilot.press("enter")  # from the line to its trace
         await _until(pilot, lambda: isinstance(app.screen, SpanTreeModal))
         assert isinstance(app.screen, SpanTreeModal)
         assert app.screen.trace.trace_id == demo.trace_id(2)
@@ -284,10 +303,14 @@ async def test_log_line_without_trace_says_so(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await _replayed(pilot)
         screen.query_one(LogsPanel).set_filter("event=obs.schema")
+        await _until(pilot, lambda: len(_log_rows(screen)) == 1)
         await pilot.press("l", "enter")
+        await _until(pilot, lambda: isinstance(app.screen, LogLineModal))
+        await pilot.pause()
+        assert "no trace_id on this line" in _screen_text(app)
+        await pilot.press("enter")
         await pilot.pause()
         assert app.screen is screen
-        assert any("not logged under a trace" in str(n.message) for n in app._notifications)
 
 
 async def test_log_filters_free_text_and_key_value(tmp_path: Path) -> None:
@@ -297,12 +320,13 @@ async def test_log_filters_free_text_and_key_value(tmp_path: Path) -> None:
         await pilot.press("slash")
         assert app.focused is screen.query_one("#logs-filter", Input)
         await pilot.press(*"reason=es_connect attempt=2", "enter")
+        await _until(pilot, lambda: len(_log_rows(screen)) == 1)
         rows = _log_rows(screen)
-        assert len(rows) == 1 and rows[0][1] == "outbox.retry_scheduled" and rows[0][4] == "2"
+        assert rows[0].event == "outbox.retry_scheduled" and rows[0].attempt == 2
         await pilot.press("slash", "ctrl+u", *'"connection refused"', "enter")
-        assert len(_log_rows(screen)) == len(demo.ATTEMPTS)
+        await _until(pilot, lambda: len(_log_rows(screen)) == len(demo.ATTEMPTS))
         await pilot.press("slash", "ctrl+u", "enter")
-        assert len(_log_rows(screen)) == len(demo.log_lines())
+        await _until(pilot, lambda: len(_log_rows(screen)) == len(demo.log_lines()))
 
 
 async def test_trace_filter_typed_and_picked(tmp_path: Path) -> None:
@@ -313,10 +337,10 @@ async def test_trace_filter_typed_and_picked(tmp_path: Path) -> None:
         assert table.row_count == 2 * (len(demo.ATTEMPTS) + 1)
         await pilot.press("f", *f"claim_batch_id={demo.batch_id(3)}", "enter")
         await _until(pilot, lambda: table.row_count == 2)
-        assert str(table.get_row_at(0)[6]) == demo.batch_id(3)[:8]
+        assert _trace_cell(table, 0, "id") == demo.batch_id(3)[:8]
         # An id typed as the panel shows it (its first 8 characters) finds the same trace.
         await pilot.press("f", "ctrl+u", *f"claim_batch_id={demo.batch_id(4)[:8]}", "enter")
-        await _until(pilot, lambda: table.row_count == 2 and str(table.get_row_at(0)[6]) == demo.batch_id(4)[:8])
+        await _until(pilot, lambda: table.row_count == 2 and _trace_cell(table, 0, "id") == demo.batch_id(4)[:8])
         await pilot.press("f", "ctrl+u", *demo.trace_id(2)[:8], "enter")
         await _until(pilot, lambda: table.row_count == 2)
         await pilot.press("e")
@@ -342,7 +366,7 @@ async def test_escape_leaves_a_filter_field_for_its_table(tmp_path: Path) -> Non
         await pilot.press("slash", "s")  # typed into the field: not the stop key
         assert screen.query_one("#logs-filter", Input).value == "s"
         await pilot.press("escape")
-        assert app.focused is screen.query_one("#logs-table", DataTable)
+        assert app.focused is screen.query_one("#logs-table")
         assert app.screen is screen
 
 

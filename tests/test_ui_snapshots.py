@@ -17,6 +17,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from drillui.settings import DrillSettings
 from drillui.ui import demo
 from drillui.ui.app import DrillApp
 from drillui.ui.screens.drill import DrillScreen
@@ -31,7 +32,8 @@ def _app(tmp_path: Path) -> DrillApp:
     (run / "_recipe.json").write_text("{}")
     (run / "_result.json").write_text(json.dumps({"scenario": "es_down_connect", "run_id": demo.RUN_ID, "state": "passed",
                                                   "verdict": "pass", "passed": True, "checks": []}))
-    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", start_stack=False)
+    return DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", start_stack=False,
+                    settings=DrillSettings.build({}, state_dir=tmp_path / "state"))
 
 
 async def _settle(pilot: Pilot[Any]) -> None:

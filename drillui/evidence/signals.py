@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Final, Literal
 
-from drillui.sources.metrics import MetricsSnapshot, delta
+from drillui.scenarios import DrillSignal
+from drillui.sources.metrics import delta
 
 if TYPE_CHECKING:
     from drillui.evidence.state import RunState
@@ -134,5 +135,82 @@ def signal_view(state: RunState, signal: Signal) -> SignalView:
     return SignalView(signal, points, value, moved, reasons, peak)
 
 
-def empty_snapshot() -> MetricsSnapshot:
-    return MetricsSnapshot.empty(taken_at=0.0)
+# ---- each drill's own signals (scenarios.yaml `signals:`) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class DrillSignalView:
+    key: str
+    """The row's label as shown: the signal's label, plus the worker or label value it splits by."""
+    signal: DrillSignal
+    value: float | None
+    change: float | None
+    peak: float | None
+    points: list[tuple[float, float]]
+    unit: str = ""
+
+
+def _with_label(selector: str, label: str, value: str) -> str:
+    name, _, rest = selector.partition("{")
+    inner = rest.rstrip("}")
+    term = f'{label}="{value}"'
+    return f"{name}{{{inner + ',' if inner else ''}{term}}}"
+
+
+def drill_rows(state: RunState, sig: DrillSignal) -> list[tuple[str, float | None, float | None, str]]:
+    """(row key, value now, change since the start, unit) for one drill signal."""
+    m = state.metrics
+    if not m.latest:
+        return []
+    workers = sorted(m.latest) if sig.per_worker else [None]
+    out: list[tuple[str, float | None, float | None, str]] = []
+    for worker in workers:
+        scrapes = {worker: m.latest[worker]} if worker is not None else dict(m.latest)
+        suffix = f" {worker}" if worker is not None else ""
+        if sig.mean is not None:
+            count = math.fsum(delta(m.baseline(w), snap, f"{sig.mean}_count") for w, snap in scrapes.items())
+            total = math.fsum(delta(m.baseline(w), snap, f"{sig.mean}_sum") for w, snap in scrapes.items())
+            out.append((sig.label + suffix, total / count * 1000 if count > 0 else None, None, "ms"))
+            continue
+        assert sig.metric is not None
+        selectors = [(sig.metric, "")]
+        if sig.by:
+            seen = sorted({smp.labels.get(sig.by, "") for snap in scrapes.values() for smp in snap.series(sig.metric)} - {""})
+            selectors = [(_with_label(sig.metric, sig.by, v), f" {sig.by}={v}") for v in seen]
+        for selector, part in selectors:
+            series = [smp for snap in scrapes.values() for smp in snap.series(selector)]
+            gauge = bool(series) and all(not smp.cumulative for smp in series)
+            values = [snap.value(selector) for snap in scrapes.values()]
+            value = (max(values) if gauge else math.fsum(values)) if values else None
+            moved = math.fsum(delta(m.baseline(w), snap, selector) for w, snap in scrapes.items())
+            out.append((sig.label + part + suffix, value, moved, ""))
+    return out
+
+
+def record_drill_points(state: RunState) -> None:
+    """After each sample: every drill signal row's value into its history and its peak."""
+    drill = state.drill
+    m = state.metrics
+    if drill is None or not drill.signals or not m.latest:
+        return
+    t = max(s.taken_at for s in m.latest.values())
+    for sig in drill.signals:
+        for key, value, _, _ in drill_rows(state, sig):
+            if value is None:
+                continue
+            points = m.drill_points.setdefault(key, deque(maxlen=m.history))
+            points.append((t, value))
+            if key not in m.drill_peaks or value > m.drill_peaks[key]:
+                m.drill_peaks[key] = value
+
+
+def drill_signal_views(state: RunState) -> list[DrillSignalView]:
+    drill = state.drill
+    if drill is None:
+        return []
+    out: list[DrillSignalView] = []
+    m = state.metrics
+    for sig in drill.signals:
+        for key, value, moved, unit in drill_rows(state, sig):
+            out.append(DrillSignalView(key, sig, value, moved, m.drill_peaks.get(key), list(m.drill_points.get(key, ())), unit))
+    return out

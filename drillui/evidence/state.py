@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from drillui.record.events import (
     CleanChecked,
     Event,
     FaultArmed,
+    FaultHeld,
     FaultNotArmed,
     FaultReverted,
     GaugesProbed,
@@ -48,13 +49,13 @@ from drillui.record.events import (
     WorkerStopped,
 )
 from drillui.scenarios import Drill, parse_drill
-from drillui.sources.logs import LogBuffer, LogRecord, parse_line
+from drillui.sources.logs import LineBuffer, LogRecord, parse_line
 from drillui.sources.metrics import MetricsSnapshot, Sample
 from drillui.sources.traces import Span, Trace, span_from_json
 
 # Points kept per signal: at two samples a second, four minutes of drill.
 HISTORY_POINTS: Final = 480
-LOG_BUFFER_LINES: Final = 5000
+LOG_BUFFER_LINES: Final = 50_000
 MAX_SPANS: Final = 20_000
 MAX_IDS: Final = 10_000
 # Log lines remembered for their ids (event -> claim batch, entity), in case a line is read
@@ -153,6 +154,9 @@ class MetricsState:
         self.peaks: dict[str, tuple[float, float, str]] = {}
         """selector -> (highest value any worker reported, when, which worker)."""
         self.peak_samples: dict[str, int] = {}
+        self.drill_points: dict[str, deque[tuple[float, float]]] = {}
+        """Drill signal row -> (unix time, value) after each sample (filled by `signals`)."""
+        self.drill_peaks: dict[str, float] = {}
 
     def add(self, ev: MetricsSampled) -> MetricsSnapshot:
         samples = tuple(Sample(str(n), dict(labels), _num(v), str(kind)) for n, labels, v, kind in ev.samples)
@@ -274,6 +278,8 @@ class RunState:
         self.armed_at: float | None = None
         self.fault_evidence: str | None = None
         self.fault_not_armed: str | None = None
+        self.held = False
+        self.hold_until: float | None = None
         self.reverted_at: float | None = None
         self.revert_evidence: str | None = None
         self.still_armed = False
@@ -285,7 +291,8 @@ class RunState:
         self.triggered_at: float | None = None
         self._links: deque[tuple[frozenset[str], str | None, str | None]] = deque(maxlen=MAX_LINKS)
         # observations
-        self.logs = LogBuffer(log_lines)
+        self.logs = LineBuffer(log_lines)
+        """The last lines of every worker as written (the logs panel; filters run over all of it)."""
         self.log_lines_total = 0
         self.log_lines_omitted = 0
         self.log_tallies: list[LogTally] = []
@@ -389,13 +396,17 @@ class RunState:
                 self.phase = "armed"
             case FaultNotArmed():
                 self.fault_not_armed = ev.evidence
+            case FaultHeld():
+                self.held, self.hold_until = True, ev.until
             case FaultReverted():
+                self.held = False
                 self.reverted_at, self.revert_evidence, self.still_armed = ev.wall, ev.evidence, ev.still_armed
             case MetricsSampled():
                 self.metrics.add(ev)
-                from drillui.evidence.signals import record_points
+                from drillui.evidence.signals import record_drill_points, record_points
 
                 record_points(self)
+                record_drill_points(self)
             case MetricsUnreachable():
                 self.metrics.unreachable[ev.worker] = ev.error
             case SpansSeen():
@@ -464,14 +475,12 @@ class RunState:
     def _log_lines_seen(self, ev: LogLinesSeen) -> None:
         self.log_lines_total += len(ev.lines) + ev.omitted
         self.log_lines_omitted += ev.omitted
-        # An empty line carries nothing; its number still counts.
-        records = [parse_line(line, source=ev.worker, line_no=ev.first_line + i) for i, line in enumerate(ev.lines) if line.strip()]
-        self.add_log_records(records)
-
-    def add_log_records(self, records: Sequence[LogRecord]) -> None:
         drill = self.drill
-        for rec in records:
-            self.logs.append(rec)
+        for i, line in enumerate(ev.lines):
+            if not line.strip():
+                continue  # an empty line carries nothing; its number still counts
+            rec = parse_line(line, source=ev.worker, line_no=ev.first_line + i)
+            self.logs.append(ev.worker, rec.line_no, line)
             if rec.is_raw:
                 continue
             carried = rec.fields.get("outbox_event_ids")

@@ -129,6 +129,15 @@ class FaultNotArmed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FaultHeld(Event):
+    """Guided mode: the fault stays armed until the trainer recovers it, or the hold limit."""
+
+    type: ClassVar[str] = "fault_held"
+    until: float | None = None
+    """Unix time the hold limit ends; None: until the trainer recovers it."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class FaultReverted(Event):
     type: ClassVar[str] = "fault_reverted"
     fault: str
@@ -306,7 +315,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.type: cls
     for cls in (
         RunStarted, PhaseChanged, Said, WorkerStarted, WorkerStopped, TriggersWritten, FaultArmed, FaultNotArmed,
-        FaultReverted, MetricsSampled, MetricsUnreachable, SpansSeen, LogLinesSeen, StatusesPolled, ProbeRecorded,
+        FaultHeld, FaultReverted, MetricsSampled, MetricsUnreachable, SpansSeen, LogLinesSeen, StatusesPolled, ProbeRecorded,
         GaugesProbed, TracesExported, CleanChecked, RowsSettled, ChecksChanged, StepChanged, TrainerActed,
         StopRequested, RunEnded,
     )

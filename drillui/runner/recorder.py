@@ -39,6 +39,7 @@ from drillui.scenarios import Drill
 
 LOG_INLINE_BUDGET: Final = 50_000
 SPAN_BUDGET: Final = 100_000
+RUNNER_LOG_LINES: Final = 200
 
 Listener = Callable[[Event], None]
 _log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class Recorder:
         """`clock`: the wall clock events are stamped with (a recorded run's own, for replays
         built in tests)."""
         self.drill = drill
-        self.state = RunState(drill)
+        # The runner reads its logs for the checks (tallies) and ids, never to show them.
+        self.state = RunState(drill, log_lines=RUNNER_LOG_LINES)
         self.tracker = CheckTracker()
         self.writer = writer
         self.listeners = list(listeners or [])

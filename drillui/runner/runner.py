@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
 import time
 import uuid
 from collections.abc import Callable
@@ -36,7 +37,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from drillui import __version__, http
-from drillui.errors import DrillError, StackError
+from drillui.errors import DrillError, StackError, UsageError
 from drillui.evidence.checks import Verdict, end_state, evaluate, key_figure, report_notes, trace_check_id
 from drillui.evidence.summary import write_summary
 from drillui.faults.base import EngineSwitch, probe_engine
@@ -46,6 +47,7 @@ from drillui.record.events import (
     CleanChecked,
     Event,
     FaultArmed,
+    FaultHeld,
     FaultNotArmed,
     FaultReverted,
     GaugesProbed,
@@ -56,8 +58,10 @@ from drillui.record.events import (
     Said,
     SpansSeen,
     StatusesPolled,
+    StepChanged,
     StopRequested,
     TracesExported,
+    TrainerActed,
     TriggersWritten,
     WorkerStarted,
     WorkerStopped,
@@ -89,6 +93,7 @@ from worker.db import OutboxStore, connect, ensure_schema
 TRACE_WAIT_SECONDS: Final = 6.0
 STATUS_POLL_SECONDS: Final = 0.2
 TRIGGER_BATCH: Final = 1000
+MAX_WORKERS: Final = 8
 INDEX_MAPPING: Final[dict[str, Any]] = {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}
 
 EXIT_CODES: Final[dict[str, int]] = {"passed": 0, "failed": 1, "usage": 2, "stopped": 3, "refused": 4, "error": 5}
@@ -113,6 +118,14 @@ class RunOptions:
     force_clean: bool = False
     metrics_port: int | None = None
     """First worker's /metrics port (e.g. one Prometheus scrapes); None picks free ports."""
+    guided: bool = False
+    """The trainer's pace (the dashboard's default): the fault stays armed until `recover_now`
+    (or `hold` seconds); bounded (headless `run`): it stays for the drill's duration, or until
+    every trigger event has settled."""
+    hold: float | None = None
+    """Guided mode's hold limit in seconds; None: until the trainer recovers."""
+    workers: int | None = None
+    """Identical workers to run, for drills the catalog marks `scalable`."""
 
 
 class StopSignal:
@@ -191,13 +204,13 @@ class DrillRunner:
         on_event: Listener | None = None,
         stop: StopSignal | None = None,
     ) -> None:
-        self.drill = drill
-        self.infra = infra
         self.options = options or RunOptions()
+        self.drill = scaled(drill, self.options.workers)
+        self.infra = infra
         self.listeners = [on_event] if on_event is not None else []
         self.stop_requested = stop or StopSignal()
-        self.fault = driver_for(drill.fault)
-        self.worker_names = [w.name for w in drill.workload.workers]
+        self.fault = driver_for(self.drill.fault)
+        self.worker_names = [w.name for w in self.drill.workload.workers]
         self.workers: list[_Worker] = []
         self.snapshot: Snapshot | None = None
         self.triggered = False
@@ -210,11 +223,52 @@ class DrillRunner:
         self._observers: Observers | None = None
         self._env_overrides: dict[str, str] = {}
         self._armed = False
+        self._in_window = False
+        self._recover_asked = False
         self._arm_tried = False
         self._stop_noted = False
         self._statuses: dict[str, int] = {}
         self._recovered_at: float | None = None
         self._http = http.client(timeout=5.0)
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    # ---- what the trainer may do while the run goes on (any thread) ------------------------
+
+    def recover_now(self) -> None:
+        """Guided mode: end the hold, revert the fault, let the events settle, judge."""
+        self._commands.put(("recover", None))
+
+    def top_up(self, count: int | None = None) -> None:
+        """Write more of the drill's trigger events while the fault is armed."""
+        self._commands.put(("top_up", count))
+
+    def step(self, index: int, say: str = "") -> None:
+        """The trainer's current step, recorded with the run."""
+        self._commands.put(("step", (index, say)))
+
+    def _drain(self) -> bool:
+        """Carry out the trainer's commands (in the runner's thread); True once asked to recover."""
+        while True:
+            try:
+                what, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return self._recover_asked
+            if what == "step":
+                index, say = arg
+                self.emit(StepChanged(index=index, say=say))
+            elif what == "recover":
+                self._recover_asked = True
+            elif what == "top_up" and self._armed and self._in_window:
+                before = len(self.trigger_ids)
+                if arg:
+                    rows = [(self.op, uuid.uuid4(), {"title": f"drill {self.drill.id} top-up {n}", "n": n}) for n in range(arg)]
+                    self._insert_many(rows)
+                else:
+                    self.fault.trigger(self)
+                added = len(self.trigger_ids) - before
+                self.emit(TrainerActed(action="top_up", detail=f"{added} more trigger event(s)"))
+            elif what == "top_up":
+                self.say("top-up ignored: the fault is not armed")
 
     # ---- DrillHost: what fault drivers may use -------------------------------------------
 
@@ -367,6 +421,7 @@ class DrillRunner:
     def wait_settled(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
+            self._drain()
             counts = self.statuses()
             if counts and not counts.get("pending") and not counts.get("processing"):
                 return True
@@ -439,7 +494,7 @@ class DrillRunner:
             self.emit(RunStarted(
                 run_id=self.snapshot.run_id, scenario=self.drill.id, letter=self.drill.letter, title=self.drill.title,
                 snapshot=str(self.snapshot.path), drill=self.drill.model_dump(mode="json"), parameters=self._parameters(),
-                mode="bounded", infrastructure=self._infra_record(),
+                mode="guided" if self.options.guided else "bounded", infrastructure=self._infra_record(),
             ))
             self.recorder.initial_checks()
             self._phase("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}")
@@ -527,7 +582,8 @@ class DrillRunner:
 
     def _parameters(self) -> dict[str, Any]:
         return {"duration": self.duration, "trigger_count": self.trigger_count, "op": self.op,
-                "bulk_size": self.options.bulk_size, "scrape_delay": self.options.scrape_delay}
+                "bulk_size": self.options.bulk_size, "scrape_delay": self.options.scrape_delay,
+                "guided": self.options.guided, "hold": self.options.hold, "workers": len(self.worker_names)}
 
     def _infra_record(self) -> dict[str, Any]:
         e = self.infra.endpoints
@@ -609,20 +665,48 @@ class DrillRunner:
             self.say(f"FAULT NOT ARMED: {proof.evidence}: the drill cannot show anything and fails")
 
     def _window(self) -> None:
+        """The fault armed: for the drill's duration (bounded), or until the trainer recovers
+        (guided). The fault's own steps (`during`) get the catalog duration either way."""
+        guided = self.options.guided
         deadline = time.monotonic() + self.duration
-        self._phase("running", f"workers run with the fault armed for {self.duration:g}s")
-        if not self.triggered:
-            self.fault.trigger(self)
-        self.fault.during(self, deadline)
-        while time.monotonic() < deadline:
-            if self._stopping():
-                return
-            counts = self.statuses()
-            if counts and not counts.get("pending") and not counts.get("processing"):
-                # Every trigger event is done or failed: the evidence is in, end the window early.
-                self.say(f"all trigger events settled: {_fmt(counts)}")
-                return
-            self.stop_requested.wait(min(STATUS_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        hold = self.options.hold
+        hold_end = time.monotonic() + hold if guided and hold else None
+        if guided:
+            until = time.time() + hold if hold else None
+            self.emit(FaultHeld(until=until))
+            self._phase("running", "the fault is held until the trainer recovers it (R)"
+                        + (f", at most {hold:g}s" if hold else ""))
+        else:
+            self._phase("running", f"workers run with the fault armed for {self.duration:g}s")
+        self._in_window = True
+        try:
+            if not self.triggered:
+                self.fault.trigger(self)
+            self.fault.during(self, deadline)
+            while True:
+                if self._stopping():
+                    return
+                if self._drain():
+                    self.emit(TrainerActed(action="recover", detail="the trainer recovered the fault"))
+                    self.say("the trainer recovers the fault")
+                    return
+                counts = self.statuses()
+                if guided:
+                    if hold_end is not None and time.monotonic() >= hold_end:
+                        self.say(f"hold limit of {hold:g}s reached: recovering")
+                        return
+                else:
+                    if counts and not counts.get("pending") and not counts.get("processing"):
+                        # Every trigger event is done or failed: the evidence is in, end the window early.
+                        self.say(f"all trigger events settled: {_fmt(counts)}")
+                        return
+                    if time.monotonic() >= deadline:
+                        return
+                left = (hold_end if guided else deadline)
+                wait = STATUS_POLL_SECONDS if left is None else min(STATUS_POLL_SECONDS, max(0.0, left - time.monotonic()))
+                self.stop_requested.wait(wait)
+        finally:
+            self._in_window = False
 
     def _revert(self) -> None:
         if not self._arm_tried:
@@ -787,6 +871,7 @@ class DrillRunner:
         recorder = self.recorder
         state = recorder.state
         self._stopping()
+        self._drain()
         checks = recorder.final_checks()
         end, why = end_state(checks, stopped=self.stop_requested.is_set(), error=error)
         if end == "stopped":
@@ -848,6 +933,20 @@ class DrillRunner:
         ))
         snap.write_json(PROBES, state.probes)
         snap.write_json(RESULT, verdict.to_json())
+
+
+def scaled(drill: Drill, workers: int | None) -> Drill:
+    """The drill with `workers` identical copies of its first worker (scalable drills only)."""
+    if workers is None or workers == len(drill.workload.workers):
+        return drill
+    if not drill.scalable:
+        raise UsageError(f"drill {drill.id} runs a fixed set of workers ({len(drill.workload.workers)}): "
+                         "its fault needs exactly those", hint="leave the number of workers as it is")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"{workers} workers: give 1 to {MAX_WORKERS}")
+    first = drill.workload.workers[0]
+    specs = [first.model_copy(update={"name": first.name if i == 0 else f"{first.name}{i + 1}"}) for i in range(workers)]
+    return drill.model_copy(update={"workload": drill.workload.model_copy(update={"workers": specs})})
 
 
 def exit_code(verdict: Verdict) -> int:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +28,7 @@ from drillui.sources.errors import SourceError
 
 __all__ = [
     "RAW",
+    "LineBuffer",
     "LogBuffer",
     "LogChunk",
     "LogFilter",
@@ -490,6 +491,106 @@ class LogBuffer:
         extra = LogFilter((text,) if text else (), dict(kv or {}), trace_id)
         filters = [f for f in (flt, extra) if f is not None and not f.empty]
         return [r for r in self.records() if all(f.matches(r) for f in filters)]
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+class LineBuffer:
+    """The last `maxlen` log lines as written, parsed only when shown or filtered.
+
+    Why not parsed records: a decoded line costs about 2.5 KB (its dict and strings), a raw line
+    its own length. Holding the last 50,000 lines of a flood raw costs ~30 MB instead of ~125 MB,
+    and a filter first rules lines out by a substring test on the raw text (a value must appear
+    in the line to be its field) before decoding the few that may match.
+
+    Lines are numbered by arrival (`total` so far); `dropped` of them have been evicted.
+    Single-threaded by design: the screen that owns it is its only reader and writer.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        if maxlen < 1:
+            raise ValueError(f"maxlen must be at least 1, got {maxlen}")
+        self.maxlen = maxlen
+        self._lines: deque[tuple[str, int, str]] = deque(maxlen=maxlen)
+        self.dropped = 0
+        self._cache: OrderedDict[int, LogRecord] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @property
+    def total(self) -> int:
+        return len(self._lines) + self.dropped
+
+    @property
+    def first(self) -> int:
+        """The arrival number of the oldest line still kept."""
+        return self.dropped
+
+    def append(self, source: str, line_no: int, raw: str) -> None:
+        if len(self._lines) == self.maxlen:
+            self.dropped += 1
+        self._lines.append((source, line_no, raw))
+
+    def clear(self) -> None:
+        self._lines.clear()
+        self.dropped = 0
+        self._cache.clear()
+
+    def raw(self, n: int) -> str:
+        return self._lines[n - self.dropped][2]
+
+    def record(self, n: int) -> LogRecord:
+        """Line number `n` (by arrival), decoded; the last few hundred are cached."""
+        rec = self._cache.get(n)
+        if rec is None:
+            source, line_no, raw = self._lines[n - self.dropped]
+            rec = parse_line(raw, source=source, line_no=line_no)
+            self._cache[n] = rec
+            if len(self._cache) > 512:
+                self._cache.popitem(last=False)
+        return rec
+
+    def snapshot(self) -> LineSnapshot:
+        """The kept lines as they are now, to filter away from the thread that appends."""
+        return LineSnapshot(self.dropped, tuple(self._lines))
+
+    def matching(self, flt: LogFilter, start: int | None = None) -> list[int]:
+        """Arrival numbers of the kept lines from `start` on that pass `flt`."""
+        return LineSnapshot(self.dropped, tuple(self._lines)).matching(flt, start)
+
+
+@dataclass(frozen=True)
+class LineSnapshot:
+    """Lines of a `LineBuffer` at one moment: `lines[i]` arrived as number `first + i`."""
+
+    first: int
+    lines: tuple[tuple[str, int, str], ...]
+
+    def matching(self, flt: LogFilter, start: int | None = None) -> list[int]:
+        begin = max(self.first, start if start is not None else 0)
+        if flt.empty:
+            return list(range(begin, self.first + len(self.lines)))
+        needles = [t.casefold() for t in flt.terms]
+        plain = [v for v in flt.kv.values() if v and _PLAIN.match(v)]
+        trace = flt.trace_id.strip().lower() if flt.trace_id else None
+        # Free text alone is decided on the raw text: no line needs decoding.
+        terms_only = not flt.kv and trace is None
+        out: list[int] = []
+        for i in range(begin - self.first, len(self.lines)):
+            source, line_no, raw = self.lines[i]
+            if needles:
+                folded = raw.casefold()
+                if not all(t in folded for t in needles):
+                    continue
+            if trace is not None and trace not in raw:
+                continue
+            if any(v not in raw for v in plain):
+                continue
+            if terms_only or flt.matches(parse_line(raw, source=source, line_no=line_no)):
+                out.append(i + self.first)
+        return out
 
 
 def join_on_trace(records: Iterable[LogRecord], trace_id: str) -> list[LogRecord]:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from drillui.errors import DrillError
@@ -28,10 +30,12 @@ from drillui.runner.runner import RunOptions
 from drillui.scenarios import Catalog, Drill, load_catalog
 from drillui.settings import DrillSettings
 from drillui.ui.messages import StackFailed, StackReady, StackStatusChanged
+from drillui.ui.prefs import DrillChoices, load_prefs, save_prefs
 from drillui.ui.screens.drill import DrillScreen, RunControl
 from drillui.ui.screens.help import HelpScreen
 from drillui.ui.screens.menu import MenuScreen
 from drillui.ui.screens.modals import ErrorModal
+from drillui.ui.screens.options import RunOptionsModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.traces import TracesPanel
 
@@ -39,6 +43,7 @@ GENERIC_STACK_FIX = (
     "give drillui a writable state folder (--state-dir or DRILLUI_STATE_DIR), free the ports it needs, or point "
     "DATABASE_URL / ES_URL / JAEGER_URL / OTEL_EXPORTER_OTLP_ENDPOINT at servers that run; then start drillui again"
 )
+MIN_WIDTH, MIN_HEIGHT = 100, 30
 # How long quitting waits for a running drill to revert its fault and stop its workers.
 STOP_TIMEOUT_SECONDS = 90.0
 
@@ -80,7 +85,8 @@ class DrillApp(App[int]):
         self.settings = settings or DrillSettings.build()
         self.snapshots = snapshots
         self.infra = infra
-        self.run_options = replace(run_options or RunOptions(), snapshots=snapshots)
+        # The dashboard's pace is the trainer's (guided) unless told otherwise.
+        self.run_options = replace(run_options or RunOptions(guided=True), snapshots=snapshots)
         self._start_stack = start_stack and infra is None
         self._exit_stack = ExitStack()
         self._stack_opened = threading.Event()
@@ -88,12 +94,14 @@ class DrillApp(App[int]):
         self._runs_lock = threading.Lock()
         self._quitting = False
         self._cleaned = False
+        self.prefs: dict[str, DrillChoices] = {}
         self._stack_lines: list[str] = []
 
     # ---- startup ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
         self.stop_on_signals()
+        self._load_prefs()
         self.push_screen(MenuScreen(self.catalog, self.snapshots))
         if self.infra is not None:
             self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
@@ -156,13 +164,78 @@ class DrillApp(App[int]):
 
     # ---- drills -------------------------------------------------------------------------------
 
-    def open_drill(self, drill: Drill) -> None:
+    def open_drill(self, drill: Drill, *, ask: bool = True) -> None:
+        """Run a drill: with its run options form first (`ask`), else with the remembered ones."""
         if self.infra is None:
             self.show_error("The stack is not ready", self.stack_summary or "the infrastructure has not started",
                             "wait until the stack status says ready" if self.stack_state == "starting" else
                             "read the stack status on the menu, fix it, and start drillui again")
             return
-        self.push_screen(DrillScreen(drill))
+        choices = self.prefs.get(drill.id) or DrillChoices(guided=self.run_options.guided)
+
+        def start(chosen: DrillChoices | None) -> None:
+            if chosen is None:
+                return
+            self.prefs[drill.id] = chosen
+            self._save_prefs(dict(self.prefs))
+            try:
+                screen = DrillScreen(drill, options=chosen.apply(self.run_options))
+            except DrillError as exc:
+                self.show_error(exc.title, exc.message, exc.hint)
+                return
+            # Kept after Esc, so the last run of a drill can be reopened from the menu.
+            name = f"run-{drill.id}"
+            if name in self._installed_screens:
+                old = self._installed_screens[name]
+                if old in self.screen_stack:
+                    self.notify("That drill's screen is open.", markup=False)
+                    return
+                self.uninstall_screen(name)
+            self.install_screen(screen, name)
+            self.push_screen(name)
+
+        if ask:
+            self.push_screen(RunOptionsModal(drill, choices), start)
+        else:
+            start(choices)
+
+    def reopen_run(self, drill: Drill) -> bool:
+        """The screen of the drill's last run in this dashboard, as it was left."""
+        name = f"run-{drill.id}"
+        if name not in self._installed_screens:
+            return False
+        self.push_screen(name)
+        return True
+
+    @property
+    def prefs_folder(self) -> Path:
+        from drillui.stack.stack import default_state_dir
+
+        return self.settings.state_dir or default_state_dir(self.settings.environ)
+
+    @work(thread=True, group="prefs", exit_on_error=False)
+    def _load_prefs(self) -> None:
+        loaded = load_prefs(self.prefs_folder)
+        self.call_from_thread(self._merge_prefs, loaded)
+
+    def _merge_prefs(self, loaded: dict[str, DrillChoices]) -> None:
+        # Choices made while the file was read win over the remembered ones.
+        self.prefs.update({k: v for k, v in loaded.items() if k not in self.prefs})
+
+    @work(thread=True, group="prefs-save", exit_on_error=False)
+    def _save_prefs(self, prefs: dict[str, DrillChoices]) -> None:
+        try:
+            save_prefs(self.prefs_folder, prefs)
+        except OSError:
+            return  # remembering is a convenience: a read-only state folder only loses it
+
+    def on_resize(self, event: events.Resize) -> None:
+        small = event.size.width < MIN_WIDTH or event.size.height < MIN_HEIGHT
+        self.set_class(small, "-too-small")
+        for notice in self.screen.query("#too-small"):
+            if isinstance(notice, Static):
+                notice.update(f"This terminal is {event.size.width}×{event.size.height}: drillui needs at least "
+                              f"{MIN_WIDTH}×{MIN_HEIGHT}. Enlarge the window or make the font smaller.")
 
     def register_run(self, control: RunControl) -> None:
         with self._runs_lock:
@@ -174,8 +247,10 @@ class DrillApp(App[int]):
 
     # ---- errors -------------------------------------------------------------------------------
 
-    def show_error(self, title: str, message: str, hint: str | None = None) -> None:
-        self.push_screen(ErrorModal(title, message, hint))
+    def show_error(self, title: str, message: str, hint: str | None = None, *,
+                   actions: Sequence[tuple[str, str, str]] = (), then: Callable[[str | None], None] | None = None) -> None:
+        """The one error path: a titled modal; `actions` offer the fix as a key of the dialog."""
+        self.push_screen(ErrorModal(title, message, hint, actions), then)
 
     def worker_failed(self, worker: Worker[Any]) -> None:
         """The one place unexpected worker failures end: a titled modal, never a crash."""

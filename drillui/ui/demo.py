@@ -105,6 +105,7 @@ drills:
       - say: "Find the batch overview by its claim_batch_id: result=retry, reason=es_connect."
         trace_query: 'operation=projection.process_batch tags={"wordloom.claim_batch_id":"<id>"}'
       - say: "Back to the logs on trace_id: attempt=N, the error summary, the same keys."
+        log_query: event=outbox.retry_scheduled reason=es_connect
     recover: Bring the engine back (the drill does it); the event is retried and done.
   - id: es_429
     letter: B

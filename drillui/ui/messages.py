@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from drillui.record.events import Event
+from drillui.sources.logs import LogRecord
 from drillui.ui.feeds import LastVerdict
 
 # ---- infrastructure ---------------------------------------------------------------------------
@@ -71,6 +72,8 @@ class RunFinished(Message):
     error: str | None = None
     hint: str | None = None
     run: int = 0
+    fix: str | None = None
+    """An action of the screen that fixes it (offered as a key of the error dialog)."""
 
 
 @dataclass
@@ -91,9 +94,10 @@ class TraceChosen(Message):
 
 @dataclass
 class LogLineChosen(Message):
-    """A log line was picked: open the trace it was logged under."""
+    """A log line was picked: show it whole, and from there the trace it was logged under."""
 
     trace_id: str | None
+    record: LogRecord | None = None
 
 
 @dataclass

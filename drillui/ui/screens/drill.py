@@ -26,32 +26,34 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from drillui.errors import DrillError
 from drillui.evidence.checks import Check
-from drillui.evidence.signals import SIGNALS, signal_view
+from drillui.evidence.signals import SIGNALS, drill_signal_views, signal_view
 from drillui.evidence.state import RunState
 from drillui.record.events import (
     ChecksChanged,
     Event,
     FaultArmed,
+    FaultHeld,
     FaultReverted,
     GaugesProbed,
     LogLinesSeen,
     MetricsSampled,
     MetricsUnreachable,
+    RunEnded,
     SpansSeen,
     TriggersWritten,
 )
 from drillui.record.snapshot import Snapshot
 from drillui.runner.cleanup import RunRefused
 from drillui.runner.infra import Infrastructure
-from drillui.runner.runner import DirtyState, DrillRunner, RunOptions, StopSignal
+from drillui.runner.runner import DirtyState, DrillRunner, RunOptions, StopSignal, scaled
 from drillui.scenarios import Drill
 from drillui.sources.traces import Trace
-from drillui.ui.format import short_id
+from drillui.ui.format import number, short_id, signed
 from drillui.ui.messages import (
     LogFilterSubmitted,
     LogLineChosen,
@@ -61,7 +63,7 @@ from drillui.ui.messages import (
     TraceChosen,
     TraceFilterSubmitted,
 )
-from drillui.ui.screens.modals import PickerModal, SpanTreeModal
+from drillui.ui.screens.modals import LogLineModal, PickerModal, SpanTreeModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.header import RunHeader, StepBar
 from drillui.ui.widgets.logs import LogsPanel
@@ -103,7 +105,11 @@ class DrillScreen(Screen[None]):
     AUTO_FOCUS = "#checklist"
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "stop", "Stop", tooltip="Stop the drill: the runner reverts the fault and stops the workers"),
+        Binding("s", "stop", "Stop", tooltip="Stop the drill: it ends as stopped, the fault reverted, the workers stopped"),
+        Binding("R", "recover", "Recover", tooltip="Guided mode: recover the fault now; the events settle and the drill is judged"),
+        Binding("plus", "top_up", "Top up", tooltip="Write more of the drill's trigger events while the fault is armed"),
+        Binding("a", "apply_step", "Apply step", tooltip="Apply the current step: its trace or log query becomes the filter, "
+                "its PromQL highlights the signal"),
         Binding("r", "run_again", "Run again", tooltip="Run the drill again"),
         Binding("c", "clean_run", "Clean+run", tooltip="Remove leftover drill events of an earlier run, then run again"),
         Binding("escape", "back", "Menu", tooltip="Back to the drill menu"),
@@ -118,17 +124,17 @@ class DrillScreen(Screen[None]):
         Binding("k", "focus_panel('checklist')", "Checklist", show=False, tooltip="Focus the checklist (↑↓ to read each check's query)"),
     ]
 
-    def __init__(self, drill: Drill, *, autostart: bool = True) -> None:
+    def __init__(self, drill: Drill, *, autostart: bool = True, options: RunOptions | None = None) -> None:
         super().__init__()
-        self.drill = drill
+        self.drill = scaled(drill, options.workers if options is not None else None)
         self.autostart = autostart
+        self.options = options
         self.state = RunState(drill)
         self._control: RunControl | None = None
         self._run_active = False
         self._stopping = False
         self._event_mono = time.monotonic()
         self._dirty: set[str] = set(PANELS)
-        self._logs_shown = 0
         self._trace_filter: TraceFilter | None = None
         self._want_tree: str | None = None
         self._run_number = 0
@@ -146,6 +152,7 @@ class DrillScreen(Screen[None]):
     # ---- layout -----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        yield Static(id="too-small")
         yield RunHeader(id="run-header")
         yield StepBar(list(self.drill.steps), id="steps")
         # Two columns, each panel as tall as it needs: signals over traces, checklist over logs.
@@ -153,11 +160,12 @@ class DrillScreen(Screen[None]):
             with Vertical(id="left"):
                 with Vertical(id="signals-box"):
                     yield SignalsPanel(id="signals")
-                yield TracesPanel(id="traces")
+                yield TracesPanel(extra=tuple(self.drill.columns), id="traces")
             with Vertical(id="right"):
                 with Vertical(id="checks-box"):
                     yield Checklist(id="checklist")
-                yield LogsPanel(self.state.logs, workers=len(self.drill.workload.workers), id="logs")
+                yield LogsPanel(self.state.logs, workers=len(self.drill.workload.workers), extra=tuple(self.drill.columns),
+                                worker_names=tuple(w.name for w in self.drill.workload.workers), id="logs")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -189,7 +197,7 @@ class DrillScreen(Screen[None]):
         self._run_active = True
         self._stopping = False
         self._event_mono = time.monotonic()
-        options = replace(self.dashboard.run_options, force_clean=force_clean)
+        options = replace(self.options or self.dashboard.run_options, force_clean=force_clean)
         self.query_one(RunHeader).phase = "preparing"
         self._run_drill(infra, options, self._control, self._run_number)
         self.refresh_bindings()
@@ -205,9 +213,9 @@ class DrillScreen(Screen[None]):
             verdict = runner.run()
             self.post_message(RunFinished(verdict.state, run=run))
         except DirtyState as exc:
-            # The CLI's hint names a flag; here the fix is a key.
+            # The CLI's hint names a flag; here the fix is a key, of the dialog itself.
             self.post_message(RunFinished(None, exc.title, exc.message, "press c (Clean+run): it removes the leftover "
-                                          "drill events and runs the drill again", run=run))
+                                          "drill events and runs the drill again", run=run, fix="clean_run"))
         except (RunRefused, DrillError) as exc:
             self.post_message(RunFinished(None, exc.title, exc.message, exc.hint, run=run))
         finally:
@@ -218,7 +226,6 @@ class DrillScreen(Screen[None]):
     def _reset(self) -> None:
         self.state = RunState(self.drill)
         self.query_one(LogsPanel).set_buffer(self.state.logs)
-        self._logs_shown = 0
         self._trace_filter = None
         self._want_tree = None
         self._error = None
@@ -244,6 +251,8 @@ class DrillScreen(Screen[None]):
         self._event_mono = time.monotonic()
         self._dirty.add("header")
         self._dirty.update(DIRTY.get(type(ev), ()))
+        if isinstance(ev, (FaultArmed, FaultHeld, FaultReverted, RunEnded)):
+            self.refresh_bindings()  # recover / top up come and go with the fault
         if isinstance(ev, SpansSeen) and self._want_tree and self.state.spans.trace(self._want_tree) is not None:
             trace = self.state.spans.trace(self._want_tree)
             self._want_tree = None
@@ -260,7 +269,14 @@ class DrillScreen(Screen[None]):
         self._stopping = False
         if message.error is not None:
             self._error = message.error
-            self.dashboard.show_error(message.error_title or "The drill could not run", message.error, message.hint)
+            actions = [("c", "Clean+run", "clean_run")] if message.fix == "clean_run" else []
+
+            def then(result: str | None) -> None:
+                if result == "clean_run":
+                    self.action_clean_run()
+
+            self.dashboard.show_error(message.error_title or "The drill could not run", message.error, message.hint,
+                                      actions=actions, then=then)
         self._dirty = set(PANELS)
         self.paint()
         self.refresh_bindings()
@@ -291,13 +307,16 @@ class DrillScreen(Screen[None]):
 
     def _filter_logs_by_trace(self, trace_id: str) -> None:
         self.query_one(LogsPanel).set_filter(f"trace_id={trace_id}")
-        self._logs_shown = self.state.logs.total
 
     def on_log_line_chosen(self, message: LogLineChosen) -> None:
-        if not message.trace_id:
-            self.notify("This line was not logged under a trace (no trace_id).", title="No trace", markup=False)
+        if message.record is None:
             return
-        self._open_trace(message.trace_id)
+
+        def then(trace_id: str | None) -> None:
+            if trace_id:
+                self._open_trace(trace_id)
+
+        self.app.push_screen(LogLineModal(message.record), then)
 
     def _open_trace(self, trace_id: str) -> None:
         trace = self.state.spans.trace(trace_id)
@@ -356,13 +375,20 @@ class DrillScreen(Screen[None]):
 
     def on_log_filter_submitted(self, message: LogFilterSubmitted) -> None:
         self.query_one(LogsPanel).set_filter(message.text)
-        self._logs_shown = self.state.logs.total
 
     # ---- actions ------------------------------------------------------------------------------
+
+    @property
+    def runner(self) -> DrillRunner | None:
+        return self._control.runner if self._control is not None and self._run_active else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
             return self._run_active and not self._stopping
+        if action == "recover":
+            return self._run_active and not self._stopping and self.state.held
+        if action == "top_up":
+            return self._run_active and not self._stopping and self.state.armed_at is not None and self.state.reverted_at is None
         if action in ("run_again", "clean_run", "back"):
             return not self._run_active
         if action == "screenshot":
@@ -389,8 +415,67 @@ class DrillScreen(Screen[None]):
     def action_back(self) -> None:
         self.app.pop_screen()
 
+    def action_recover(self) -> None:
+        runner = self.runner
+        if runner is not None and self.state.held:
+            runner.recover_now()
+            self.query_one(RunHeader).message = "recovering: the fault is reverted, the events settle, then the verdict"
+            self.notify("The fault is reverted; the events settle and the drill is judged.", title="Recover", markup=False)
+
+    def action_top_up(self) -> None:
+        runner = self.runner
+        if runner is not None:
+            runner.top_up()
+            self.notify("More trigger events are written.", title="Top up", markup=False)
+
     def action_step(self, by: int) -> None:
-        self.query_one(StepBar).advance(by)
+        bar = self.query_one(StepBar)
+        bar.advance(by)
+        runner = self.runner
+        if runner is not None and self.drill.steps:
+            runner.step(bar.index, self.drill.steps[bar.index].say)
+        self.query_one(SignalsPanel).highlight = ""
+
+    def action_apply_step(self) -> None:
+        """The current step's query, applied: the filter it names, or the signal it watches."""
+        bar = self.query_one(StepBar)
+        if not self.drill.steps:
+            self.notify("This drill has no trainer steps.", title="Apply step", markup=False)
+            return
+        step = self.drill.steps[bar.index]
+        if step.trace_query:
+            query = bar.fill(step.trace_query)
+            self.apply_trace_filter(query)
+            self.query_one(TracesPanel).table.focus()
+        elif step.log_query:
+            self.query_one(LogsPanel).set_filter(bar.fill(step.log_query))
+            self.query_one(LogsPanel).table.focus()
+        elif step.promql or step.signal:
+            key, text = self._step_signal(step.signal, step.promql or "")
+            panel = self.query_one(SignalsPanel)
+            panel.highlight = key or ""
+            self.notify(text, title=f"Step {bar.index + 1}: the signal", markup=False)
+        else:
+            self.notify("This step has no query to apply: it is said aloud.", title="Apply step", markup=False)
+
+    def _step_signal(self, name: str | None, promql: str) -> tuple[str | None, str]:
+        """The signal a step is about (named, or the first one its PromQL reads) and its reading."""
+        st = self.state
+        for view in drill_signal_views(st):
+            family = view.signal.metric or view.signal.mean or ""
+            if name in (view.key, view.signal.label) or (name is None and family.split("{")[0] in promql):
+                return view.signal.label, (f"{view.key}: now {number(view.value, view.unit)}, "
+                                           f"change {signed(view.change, view.unit)}, peak {number(view.peak, view.unit)}")
+        for sig in SIGNALS:
+            if name == sig.key or (name is None and sig.metric in promql):
+                v = signal_view(st, sig)
+                text = f"{sig.label}: now {number(v.value, sig.unit)}, change since the start {signed(v.change, sig.unit)}"
+                if v.by_reason:
+                    text += " (" + ", ".join(f"{r} {signed(c)}" for r, c in v.by_reason) + ")"
+                if v.peak is not None:
+                    text += f", peak {number(v.peak, sig.unit)}"
+                return sig.key, text
+        return None, f"no panel signal for: {promql}"
 
     def action_focus_panel(self, widget_id: str) -> None:
         self.query_one(f"#{widget_id}").focus()
@@ -455,6 +540,8 @@ class DrillScreen(Screen[None]):
             phase = st.end_state or "ended"
         header.phase = phase
         header.elapsed = st.elapsed
+        header.hold_until = st.hold_until if st.held else None
+        header.held = st.held and not self._stopping
         header.message = self._error or st.message
         header.worker_count = max(len(self.drill.workload.workers), len(st.workers))
         header.alive = st.alive if st.workers else None
@@ -473,6 +560,7 @@ class DrillScreen(Screen[None]):
         st = self.state
         panel.window = (st.armed_at, st.reverted_at)
         panel.views = [signal_view(st, s) for s in SIGNALS] if st.metrics.samples else []
+        panel.drill_views = drill_signal_views(st) if st.metrics.samples else []
         down = [f"{w}: {err}" for w, err in st.metrics.unreachable.items() if st.workers.get(w) and st.workers[w].alive]
         # Once a worker is stopped its silence is no news.
         panel.note = ("not answering: " + "; ".join(down)) if down and not st.finished else ""
@@ -508,8 +596,4 @@ class DrillScreen(Screen[None]):
         panel.show(traces, st.armed_at, status)
 
     def _paint_logs(self) -> None:
-        panel = self.query_one(LogsPanel)
-        new = self.state.logs.since(self._logs_shown)
-        self._logs_shown = self.state.logs.total
-        if new:
-            panel.append(new)
+        self.query_one(LogsPanel).append()

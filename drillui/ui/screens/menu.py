@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -127,8 +127,10 @@ class MenuScreen(Screen[None]):
     """Drill list on the left, the highlighted drill explained on the right."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("r", "run", "Run drill"),
+        Binding("r", "run_now", "Run drill", tooltip="Run the highlighted drill now, with its remembered run options"),
+        Binding("o", "run", "Options", tooltip="Run the highlighted drill, setting its run options first (as Enter does)"),
         Binding("v", "last_verdict", "Last verdict"),
+        Binding("l", "reopen", "Last run", tooltip="Reopen the screen of the drill's last run in this dashboard"),
     ]
 
     def __init__(self, catalog: Catalog, snapshots: Path) -> None:
@@ -143,6 +145,7 @@ class MenuScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         tagline = "  guided observability failure drills · pick a drill, Enter to run it"
+        yield Static(id="too-small")
         yield Static(Content.assemble(("drillui", "bold $accent"), (tagline, "$foreground-muted")), id="menu-title")
         yield StackStatus(id="stack-status")
         with Horizontal(id="menu-body"):
@@ -201,6 +204,27 @@ class MenuScreen(Screen[None]):
 
     def action_run(self) -> None:
         self.dashboard.open_drill(self.selected)
+
+    def action_run_now(self) -> None:
+        self.dashboard.open_drill(self.selected, ask=False)
+
+    def action_reopen(self) -> None:
+        if not self.dashboard.reopen_run(self.selected):
+            self.notify(f"{self.selected.letter} has not been run in this dashboard yet.", title="No run to reopen", markup=False)
+
+    def on_key(self, event: events.Key) -> None:
+        """A drill's letter jumps to it (shifted always; lowercase when it is no other key)."""
+        char = event.character or ""
+        if len(char) != 1 or not char.isalpha():
+            return
+        taken = {b.key for b in self.BINDINGS if isinstance(b, Binding)} | {"q"}
+        if char.islower() and char in taken:
+            return
+        for i, d in enumerate(self.catalog.drills):
+            if d.letter == char.upper():
+                self.query_one("#drill-list", OptionList).highlighted = i
+                event.stop()
+                return
 
     def action_last_verdict(self) -> None:
         drill = self.selected

@@ -7,8 +7,9 @@ attribute, a log field) is shown as plain `Content`/`Text`, never parsed as mark
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -24,14 +25,22 @@ from drillui.sources.traces import AttrValue, Span, Trace
 from drillui.ui.format import duration_ns
 
 
-class ErrorModal(ModalScreen[None]):
-    """A titled error: what went wrong, and how to fix it when we know."""
+class ErrorModal(ModalScreen[str | None]):
+    """A titled error: what went wrong, and how to fix it when we know.
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter,q", "dismiss", "Close")]
+    `actions` are (key, label, result): the fix offered as a key of the dialog itself (say,
+    `c` to clean and run again); the dialog closes with that result.
+    """
 
-    def __init__(self, title: str, message: str, hint: str | None = None) -> None:
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter,q", "close", "Close")]
+
+    def __init__(self, title: str, message: str, hint: str | None = None,
+                 actions: Sequence[tuple[str, str, str]] = ()) -> None:
         super().__init__()
         self.title_text, self.message, self.hint = title, message, hint
+        self.actions = list(actions)
+        for key, label, result in self.actions:
+            self._bindings.bind(key, f"act('{result}')", label)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="modal-box", classes="error"):
@@ -40,7 +49,51 @@ class ErrorModal(ModalScreen[None]):
                 yield Static(Content(self.message), id="modal-body")
                 if self.hint:
                     yield Static(Content.assemble(("How to fix: ", "bold"), self.hint), id="modal-hint")
-            yield Static(Content.styled("Esc / Enter: close", "$foreground-muted"))
+            keys = "  ".join(f"{key}: {label}" for key, label, _ in self.actions)
+            yield Static(Content.styled((keys + "  " if keys else "") + "Esc / Enter: close", "$foreground-muted"))
+
+    def action_act(self, result: str) -> None:
+        self.dismiss(result)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class LogLineModal(ModalScreen[str | None]):
+    """One log line whole: every field, as the worker wrote it. Enter (or t) opens its trace."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Close"),
+        Binding("enter,t", "trace", "Its trace"),
+    ]
+
+    def __init__(self, record: Any) -> None:
+        super().__init__()
+        self.record = record
+
+    def compose(self) -> ComposeResult:
+        rec = self.record
+        lines: list[Content] = []
+        if rec.is_raw:
+            lines.append(Content(rec.raw))
+        else:
+            width = max((len(k) for k in rec.fields), default=4)
+            for key, value in rec.fields.items():
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                lines.append(Content.assemble((key.ljust(width), "$text-accent"), "  ", text))
+        title = f"{rec.source} line {rec.line_no}" + (f" · {rec.event}" if rec.event else "")
+        with Vertical(id="modal-box"):
+            yield Static(Content.styled(title, "bold"), id="modal-title")
+            with VerticalScroll():
+                yield Static(Content("\n").join(lines), id="modal-body")
+            hint = "Enter / t: open its trace  Esc: close" if rec.trace_id else "no trace_id on this line  Esc: close"
+            yield Static(Content.styled(hint, "$foreground-muted"))
+
+    def action_trace(self) -> None:
+        self.dismiss(self.record.trace_id or None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
 
 
 class TextModal(ModalScreen[None]):

@@ -7,6 +7,8 @@ trainer says next and the query to type. Both widgets only render what their rea
 
 from __future__ import annotations
 
+import time
+
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -30,6 +32,8 @@ class RunHeader(Widget):
     message: reactive[str] = reactive("")
     stack: reactive[str] = reactive("")
     verdict: reactive[str] = reactive("")
+    held: reactive[bool] = reactive(False)
+    hold_until: reactive[float | None] = reactive(None)
 
     def render(self) -> Content:
         badge = f" {self.phase.upper()} "
@@ -44,6 +48,13 @@ class RunHeader(Widget):
             "  ",
             (f"workers {alive}/{self.worker_count} alive", "$success" if self.alive else "$foreground-muted"),
         )
+        if self.held:
+            if self.hold_until is not None:
+                left = max(0.0, self.hold_until - time.time())
+                hold = f"  HELD · {int(left) // 60}:{int(left) % 60:02d} left · R recovers"
+            else:
+                hold = "  HELD until R (recover)"
+            first = Content.assemble(first, (hold, "bold $warning"))
         if self.stack:
             first = Content.assemble(first, ("  · " + self.stack, "$foreground-muted"))
         if self.verdict:

@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from drillui.evidence.signals import SignalView
+from drillui.evidence.signals import DrillSignalView, SignalView
 from drillui.ui.format import number, signed
 
 BARS = "▂▃▄▅▆▇█"
@@ -26,6 +26,7 @@ INLINE_REASONS_FROM = 70
 ROW_LABELS = {"retry": "Retry", "failed": "Failed", "terminal": "└ terminal", "lag": "Lag", "age": "└ oldest age", "stuck": "Stuck"}
 VALUE_WIDTH = 7
 CHANGE_WIDTH = 8
+PEAK_WIDTH = 6
 FAULT_STYLE = "on $error-muted"
 
 
@@ -70,32 +71,36 @@ def sparkline(cols: list[tuple[float, bool]], width: int) -> Content:
 
 
 class SignalsPanel(Widget):
-    """Rows of `SignalView`s; the screen pushes new views after each scrape."""
+    """Rows of `SignalView`s, then the drill's own signals; the screen pushes new views."""
 
     DEFAULT_CSS = """
     SignalsPanel { height: auto; }
     """
 
     views: reactive[list[SignalView]] = reactive(list, always_update=True, layout=True)
+    drill_views: reactive[list[DrillSignalView]] = reactive(list, always_update=True, layout=True)
     window: reactive[tuple[float | None, float | None]] = reactive((None, None))
     note: reactive[str] = reactive("", layout=True)
+    highlight: reactive[str] = reactive("")
+    """A signal key or drill signal label the current trainer step is about."""
 
     def render(self) -> Content:
         width = max(20, self.size.width)
         # Narrow panels keep the sparklines readable: the reasons move to one summary line.
         inline_reasons = width >= INLINE_REASONS_FROM
         reason_width = max(12, min(28, width // 4)) if inline_reasons else 0
-        spark_width = max(4, width - LABEL_WIDTH - VALUE_WIDTH - CHANGE_WIDTH - reason_width - 3)
+        spark_width = max(4, width - LABEL_WIDTH - VALUE_WIDTH - CHANGE_WIDTH - PEAK_WIDTH - reason_width - 3)
         head = Content.assemble(
             ("signal".ljust(LABEL_WIDTH), "$foreground-muted"),
-            ("per scrape".ljust(spark_width), "$foreground-muted"),
+            ("per sample".ljust(spark_width), "$foreground-muted"),
             ("now".rjust(VALUE_WIDTH), "$foreground-muted"),
             ("Δ start".rjust(CHANGE_WIDTH), "$foreground-muted"),
+            ("peak".rjust(PEAK_WIDTH), "$foreground-muted"),
             ("  by reason" if inline_reasons else "", "$foreground-muted"),
         )
         lines = [head.truncate(width)]
         if not self.views:
-            lines.append(Content.styled("no scrape yet: the workers' /metrics appear when the drill starts", "$foreground-muted"))
+            lines.append(Content.styled("no sample yet: the workers' /metrics appear when the drill starts", "$foreground-muted"))
         summary: list[str] = []
         for view in self.views:
             sig = view.signal
@@ -105,16 +110,36 @@ class SignalsPanel(Widget):
             reasons = " ".join(f"{r} {signed(c)}" for r, c in view.by_reason)
             if reasons:
                 summary.append(f"{sig.label} {reasons}")
-            lines.append(Content.assemble(
+            lit = self.highlight == sig.key
+            row = Content.assemble(
                 (label[:LABEL_WIDTH - 1].ljust(LABEL_WIDTH), "" if label.startswith("└") else "bold"),
                 sparkline(cols, spark_width),
                 (number(view.value, sig.unit).rjust(VALUE_WIDTH), "bold"),
                 (signed(view.change, sig.unit).rjust(CHANGE_WIDTH), "bold $warning" if moved else "$foreground-muted"),
+                (number(view.peak, sig.unit).rjust(PEAK_WIDTH) if view.peak is not None else "".rjust(PEAK_WIDTH), "$foreground-muted"),
                 ("  " + reasons if inline_reasons else "", "$text-warning"),
-            ).truncate(width, ellipsis=True))
+            ).truncate(width, ellipsis=True)
+            lines.append(row.stylize("reverse") if lit else row)
         if self.views and not inline_reasons:
             lines.append(Content.assemble(("by reason ", "$foreground-muted"),
                                           (" · ".join(summary) or "none moved", "$text-warning")).truncate(width, ellipsis=True))
+        if self.drill_views:
+            label_width = max(LABEL_WIDTH, min(26, max(len(v.key) for v in self.drill_views) + 1))
+            drill_spark = max(4, width - label_width - VALUE_WIDTH - CHANGE_WIDTH - PEAK_WIDTH - 1)
+            lines.append(Content.styled("this drill's signals", "$text-accent").truncate(width))
+            for dv in self.drill_views:
+                cols = columns(dv.points, drill_spark, self.window, counter=False)
+                moved = dv.change not in (None, 0)
+                lit = self.highlight in (dv.key, dv.signal.label)
+                row = Content.assemble(
+                    (dv.key[:label_width - 1].ljust(label_width), ""),
+                    sparkline(cols, drill_spark),
+                    (number(dv.value, dv.unit).rjust(VALUE_WIDTH), "bold"),
+                    ((signed(dv.change, dv.unit) if dv.change is not None else "").rjust(CHANGE_WIDTH),
+                     "bold $warning" if moved else "$foreground-muted"),
+                    ((number(dv.peak, dv.unit) if dv.peak is not None else "").rjust(PEAK_WIDTH), "$foreground-muted"),
+                ).truncate(width, ellipsis=True)
+                lines.append(row.stylize("reverse") if lit else row)
         legend = Content.assemble((" ", FAULT_STYLE), (" fault armed→reverted  ", "$foreground-muted"),
                                   ("▁ flat █ grew  Δ start: since the drill started", "$foreground-muted"))
         lines.append(legend.truncate(width))

@@ -136,8 +136,36 @@ def _attr(span: Span, key: str) -> str:
     return str(v)
 
 
-def span_rows(traces: Sequence[Trace], armed_at: float | None) -> list[tuple[str, str, list[Text]]]:
+SHORT_OPERATIONS = {"projection.process_batch": "process_batch", "outbox.process": "process",
+                    "outbox.claim_batch": "claim_batch", "outbox.reclaim": "reclaim"}
+# (name, width), kept first to dropped first: the trace id (the join key to the logs) right after
+# the operation and its result; extra columns a drill declares (e.g. projection_version) follow.
+TRACE_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("operation", 26), ("result", 8), ("trace", 8), ("id", 8), ("reason", 12), ("att", 3), ("+armed", 7), ("duration", 8),
+)
+FULL_NAMES_FROM = 95
+
+
+def trace_layout(width: int, extra: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    """The columns that fit `width` (DataTable pads each column by one cell on both sides):
+    operation, result and the trace id always; then the rest in order while they fit."""
+    specs = list(TRACE_COLUMNS)
+    specs[3:3] = [(name, max(4, min(20, len(name)))) for name in extra]
+    chosen: list[tuple[str, int]] = [("operation", 26 if width >= FULL_NAMES_FROM else 15)]
+    used = chosen[0][1] + 2
+    for name, w in specs[1:]:
+        if name not in ("result", "trace") and used + w + 2 > width:
+            continue
+        chosen.append((name, w))
+        used += w + 2
+    return chosen
+
+
+def span_rows(traces: Sequence[Trace], armed_at: float | None,
+              columns: Sequence[tuple[str, int]] | None = None) -> list[tuple[str, str, list[Text]]]:
     """(trace_id, span_id, cells) per shown span: latest trace first, parents before children."""
+    cols = list(columns or TRACE_COLUMNS)
+    short = dict(cols).get("operation", 26) < 24
     ordered = sorted(traces, key=lambda t: min((s.start_unix_nano for s in t.spans), default=0), reverse=True)
     rows: list[tuple[str, str, list[Text]]] = []
     for trace in ordered:
@@ -148,30 +176,38 @@ def span_rows(traces: Sequence[Trace], armed_at: float | None) -> list[tuple[str
             result = _attr(span, "result")
             t = span.start_unix_nano / 1e9
             pivot = _attr(span, "wordloom.outbox_event_id") if span.operation == "outbox.process" else _attr(span, "wordloom.claim_batch_id")
-            status = " ERROR" if span.status == "ERROR" else ""
-            cells = [
-                Text(("└ " if child else "") + span.operation, style="" if child else "bold"),
-                Text(result + status, style=RESULT_STYLE.get(result, "") if not status else "bold red"),
-                Text(_attr(span, "reason")),
-                Text(_attr(span, "attempt")),
-                Text(since(t - armed_at) if armed_at is not None else span.start.strftime("%H:%M:%S"), style="dim"),
-                Text(duration_ns(span.duration_ns), justify="right"),
-                Text(short_id(pivot), style="dim"),
-                Text(short_id(span.trace_id), style="dim"),
-            ]
+            status = " ✗" if span.status == "ERROR" else ""
+            op = SHORT_OPERATIONS.get(span.operation, span.operation) if short else span.operation
+            cell = {
+                "operation": Text(("└ " if child else "") + op, style="" if child else "bold"),
+                "result": Text(result + status, style=RESULT_STYLE.get(result, "") if not status else "bold red"),
+                "reason": Text(_attr(span, "reason")),
+                "att": Text(_attr(span, "attempt")),
+                "+armed": Text(since(t - armed_at) if armed_at is not None else span.start.strftime("%H:%M:%S"), style="dim"),
+                "duration": Text(duration_ns(span.duration_ns), justify="right"),
+                "id": Text(short_id(pivot), style="dim"),
+                "trace": Text(span.trace_id, style="cyan"),
+            }
+            cells = [cell[name] if name in cell else Text(_attr(span, name), style="magenta") for name, _ in cols]
             rows.append((span.trace_id, span.span_id, cells))
     return rows[:MAX_ROWS]
 
 
 class TracesPanel(Vertical):
-    """Filter line, table of spans, status line."""
+    """Filter line, table of spans, status line. Columns follow the panel's width."""
 
     DEFAULT_CSS = """
-    TracesPanel > DataTable { height: 1fr; }
+    TracesPanel > DataTable { height: 1fr; overflow-x: hidden; }
     TracesPanel > #traces-status { height: 1; color: $text-muted; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("g", "logs_of_trace", "Logs of trace")]
+
+    def __init__(self, *, extra: tuple[str, ...] = (), id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.extra = extra
+        self.columns: list[tuple[str, int]] = []
+        self._shown: tuple[Sequence[Trace], float | None, str] = ((), None, "")
 
     def compose(self) -> ComposeResult:
         yield FilterInput(placeholder="claim_batch_id=… or outbox_event_id=…  (e: pick from this drill)", id="traces-filter")
@@ -180,24 +216,37 @@ class TracesPanel(Vertical):
         yield Static("", id="traces-status", markup=False)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
+        self._relayout()
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def _relayout(self) -> None:
+        cols = trace_layout(max(30, self.size.width - 2), self.extra)
+        if cols == self.columns:
+            return
+        self.columns = cols
+        table = self.table
+        table.clear(columns=True)
+        for name, width in cols:
+            table.add_column(name, key=name, width=width)
+        self.show(*self._shown)
 
     @property
     def table(self) -> DataTable[Text]:
         return self.query_one("#traces-table", DataTable)
 
     def show(self, traces: Sequence[Trace], armed_at: float | None, status: str) -> None:
+        self._shown = (traces, armed_at, status)
         table = self.table
         keep = self._cursor_key()
-        rows = span_rows(traces, armed_at)
+        rows = span_rows(traces, armed_at, self.columns)
         table.clear()
         for trace_id, span_id, cells in rows:
             table.add_row(*cells, key=f"{trace_id}:{span_id}")
         keys = [f"{t}:{s}" for t, s, _ in rows]
         if keep in keys:
-            # Rows are rebuilt on every fetch: keep the user's place by key, not by position.
+            # Rows are rebuilt on every change: keep the user's place by key, not by position.
             table.move_cursor(row=keys.index(keep), animate=False)
         self.query_one("#traces-status", Static).update(status)
 
