@@ -5,6 +5,9 @@
     drillui list                 the drill menu with how each drill's last run ended
     drillui run ID|--all [...]   run drills headless (exit codes below)
     drillui verify ID [--run R]  judge a recorded run again from its record; writes nothing
+    drillui replay [ID [RUN]]    play a recorded run back: pause, step, seek, speed
+    drillui watch [ID]           follow the run in progress from another terminal, read-only
+    drillui serve                the watch screen (and chosen replays) in browsers
     drillui export ID [--run R]  query the trace backend again by a run's ids, into a new folder
     drillui clean [ID]           revert what drills left behind; prune old snapshots
     drillui failed list|requeue  the failure-management loop of drill C
@@ -115,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=_port, help="first worker's /metrics port (the next workers take the following ports); default: free ports")
     run.add_argument("--scrape-delay", type=_seconds, default=0.0, help="seconds to wait before the after scrapes")
     run.add_argument("--force-clean", action="store_true", help="remove leftover drill events before starting")
+
+    replay = add("replay", help="play a recorded run back on the run screen: pause, step, seek, speed (no stack needed)")
+    replay.add_argument("target", nargs="*", metavar="DRILL [RUN_ID] | PATH",
+                        help="a drill (its latest run), a drill and a run id, or a run folder")
+    replay.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+    replay.add_argument("--at", type=float, default=None, metavar="SECONDS", help="start paused at this moment of the run")
+
+    watch = add("watch", help="follow the run in progress from another terminal, read-only")
+    watch.add_argument("drill", nargs="?", help="only runs of this drill (default: any)")
+    watch.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+
+    serve = add("serve", help="serve `watch` (and replays of chosen runs) to browsers, read-only")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; any other prints an access token)")
+    serve.add_argument("--port", type=_port, default=8765)
+    serve.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+    serve.add_argument("--replay", action="append", default=[], metavar="DRILL[/RUN_ID]", help="also offer a replay of this run (repeatable)")
 
     verify = add("verify", help="judge a recorded run again from its own record (writes nothing)")
     verify.add_argument("drill")
@@ -253,6 +272,63 @@ def cmd_run(args: argparse.Namespace, settings: DrillSettings) -> int:
 
 
 # ---- verify, export, list -----------------------------------------------------------------------
+
+
+def _resolve_run(snapshots: Path, target: Sequence[str], settings: DrillSettings) -> Path:
+    """A run folder from `DRILL`, `DRILL RUN_ID`, `DRILL/RUN_ID` or a folder path."""
+    from drillui.record.snapshot import EVENTS, RECIPE, run_folder
+    from drillui.scenarios import load_catalog
+
+    if len(target) == 1 and ("/" in target[0] or Path(target[0]).is_dir()) and Path(target[0]).is_dir():
+        folder = Path(target[0])
+        if (folder / EVENTS).exists() or (folder / RECIPE).exists():
+            return folder
+        raise UsageError(f"{folder} is not a run folder (no {EVENTS} or {RECIPE})")
+    parts = list(target[0].split("/", 1)) + list(target[1:]) if target else []
+    if not parts:
+        raise UsageError("name a drill (its latest run), a drill and a run id, or a run folder", hint="drillui list shows the runs")
+    if len(parts) > 2:
+        raise UsageError(f"{' '.join(target)}: give DRILL [RUN_ID] or a run folder")
+    drill = load_catalog(settings.catalog_path()).get(parts[0])
+    return run_folder(snapshots, drill.id, parts[1] if len(parts) > 1 else None)
+
+
+def cmd_replay(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.evidence.verify import recorded_drill
+    from drillui.record.reader import read_run
+    from drillui.scenarios import load_catalog
+    from drillui.ui.viewer import ReplayScreen, ViewerApp
+
+    run = read_run(_resolve_run(args.snapshots, args.target, settings))
+    catalog = load_catalog(settings.catalog_path())
+    drill, _ = recorded_drill(run, next((d for d in catalog.drills if d.id == run.snapshot.scenario), None))
+    screen = ReplayScreen(drill, run, playing=args.at is None)
+    app = ViewerApp(catalog, first=screen, settings=settings)
+    if args.at is not None:
+        app.call_later(screen.show_at, args.at)
+    return app.run() or 0
+
+
+def cmd_watch(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.scenarios import load_catalog
+    from drillui.ui.viewer import ViewerApp
+
+    catalog = load_catalog(settings.catalog_path())
+    drill_id = catalog.get(args.drill).id if args.drill else None
+    if args.snapshots.exists() and not args.snapshots.is_dir():
+        raise UsageError(f"--snapshots {args.snapshots} is a file, not a folder")
+    return ViewerApp(catalog, watch_root=args.snapshots, drill_id=drill_id, settings=settings).run() or 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.ui.serve import serve
+
+    replays: dict[str, Path] = {}
+    for target in args.replay:
+        path = _resolve_run(args.snapshots, [target], settings)
+        replays[f"{path.parent.name}/{path.name}"] = path.resolve()
+    flags = [f"--scenarios={settings.scenarios.resolve()}"] if settings.scenarios else []
+    return serve(host=args.host, port=args.port, snapshots=args.snapshots.resolve(), replays=replays, settings_args=flags)
 
 
 def cmd_verify(args: argparse.Namespace, settings: DrillSettings) -> int:
@@ -475,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "clean": cmd_clean,
             "failed": cmd_failed,
             "doctor": _cmd_doctor,
+            "replay": cmd_replay,
+            "watch": cmd_watch,
+            "serve": cmd_serve,
         }[args.command]
         return handler(args, settings)
     except DrillError as exc:

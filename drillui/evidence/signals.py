@@ -211,6 +211,11 @@ def drill_signal_views(state: RunState) -> list[DrillSignalView]:
     out: list[DrillSignalView] = []
     m = state.metrics
     for sig in drill.signals:
-        for key, value, moved, unit in drill_rows(state, sig):
-            out.append(DrillSignalView(key, sig, value, moved, m.drill_peaks.get(key), list(m.drill_points.get(key, ())), unit))
+        rows = [DrillSignalView(key, sig, value, moved, m.drill_peaks.get(key), list(m.drill_points.get(key, ())), unit)
+                for key, value, moved, unit in drill_rows(state, sig)]
+        if sig.by:
+            # Workers expose every known label value at 0: only the ones that ever moved tell anything.
+            moving = [r for r in rows if r.value or r.change or r.peak]
+            rows = moving or rows[:1]
+        out += rows
     return out

@@ -101,8 +101,7 @@ class DrillApp(App[int]):
 
     def on_mount(self) -> None:
         self.stop_on_signals()
-        self._load_prefs()
-        self.push_screen(MenuScreen(self.catalog, self.snapshots))
+        self.first_screens()
         if self.infra is not None:
             self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
             self.stack_detail = self._endpoints_line(self.infra)
@@ -113,6 +112,11 @@ class DrillApp(App[int]):
         else:
             self.stack_state, self.stack_summary = "none", "not started (preview)"
             self._stack_opened.set()
+
+    def first_screens(self) -> None:
+        """What the app opens on (the viewer apps open a replay or a watcher instead)."""
+        self._load_prefs()
+        self.push_screen(MenuScreen(self.catalog, self.snapshots))
 
     @property
     def stack_mode(self) -> str:

@@ -45,6 +45,7 @@ from drillui.record.events import (
     MetricsUnreachable,
     RunEnded,
     SpansSeen,
+    StepChanged,
     TriggersWritten,
 )
 from drillui.record.snapshot import Snapshot
@@ -103,6 +104,8 @@ class RunControl:
 class DrillScreen(Screen[None]):
     # Never a filter field: it would take the one-letter keys (s to stop, q to quit).
     AUTO_FOCUS = "#checklist"
+    read_only: ClassVar[bool] = False
+    """Watch and replay screens: they show a run, they never act on one."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "stop", "Stop", tooltip="Stop the drill: it ends as stopped, the fault reverted, the workers stopped"),
@@ -190,7 +193,7 @@ class DrillScreen(Screen[None]):
             self.dashboard.show_error("The stack is not ready", self.dashboard.stack_summary or "the infrastructure has not started",
                                       "wait for the stack status to say ready, or read its error on the menu")
             return
-        self._reset()
+        self.reset_view()
         self._run_number += 1
         self._control = RunControl(self.drill.id)
         self.dashboard.register_run(self._control)
@@ -223,7 +226,8 @@ class DrillScreen(Screen[None]):
             # doing so): whoever waits to quit may go on.
             control.done.set()
 
-    def _reset(self) -> None:
+    def reset_view(self) -> None:
+        """An empty run: a new state, every panel cleared (a new run, or a replay going back)."""
         self.state = RunState(self.drill)
         self.query_one(LogsPanel).set_buffer(self.state.logs)
         self._trace_filter = None
@@ -253,6 +257,8 @@ class DrillScreen(Screen[None]):
         self._dirty.update(DIRTY.get(type(ev), ()))
         if isinstance(ev, (FaultArmed, FaultHeld, FaultReverted, RunEnded)):
             self.refresh_bindings()  # recover / top up come and go with the fault
+        if isinstance(ev, StepChanged) and self.is_mounted:
+            self.query_one(StepBar).index = ev.index  # the trainer's step, as recorded
         if isinstance(ev, SpansSeen) and self._want_tree and self.state.spans.trace(self._want_tree) is not None:
             trace = self.state.spans.trace(self._want_tree)
             self._want_tree = None
@@ -382,7 +388,12 @@ class DrillScreen(Screen[None]):
     def runner(self) -> DrillRunner | None:
         return self._control.runner if self._control is not None and self._run_active else None
 
+    READ_ONLY_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"stop", "recover", "top_up", "run_again", "clean_run", "screenshot", "step"})
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.read_only and action in self.READ_ONLY_ACTIONS:
+            return False
         if action == "stop":
             return self._run_active and not self._stopping
         if action == "recover":
@@ -541,6 +552,7 @@ class DrillScreen(Screen[None]):
         header.phase = phase
         header.elapsed = st.elapsed
         header.hold_until = st.hold_until if st.held else None
+        header.controls = not self.read_only
         header.held = st.held and not self._stopping
         header.message = self._error or st.message
         header.worker_count = max(len(self.drill.workload.workers), len(st.workers))
@@ -553,7 +565,7 @@ class DrillScreen(Screen[None]):
             steps.ids = ids
         if st.ended is not None:
             word = {"passed": "PASS", "failed": "FAIL"}.get(st.ended.state, st.ended.state.upper())
-            header.verdict = f"{word} · {st.ended.why} · evidence {st.snapshot} · x saves a screenshot there"
+            header.verdict = f"{word} · {st.ended.why} · evidence {st.snapshot}" + ("" if self.read_only else " · x saves a screenshot there")
 
     def _paint_signals(self) -> None:
         panel = self.query_one(SignalsPanel)

@@ -34,6 +34,8 @@ class RunHeader(Widget):
     verdict: reactive[str] = reactive("")
     held: reactive[bool] = reactive(False)
     hold_until: reactive[float | None] = reactive(None)
+    controls: reactive[bool] = reactive(True)
+    """The trainer's screen (R recovers); a watcher or a replay only shows the hold."""
 
     def render(self) -> Content:
         badge = f" {self.phase.upper()} "
@@ -49,11 +51,12 @@ class RunHeader(Widget):
             (f"workers {alive}/{self.worker_count} alive", "$success" if self.alive else "$foreground-muted"),
         )
         if self.held:
+            key = " · R recovers" if self.controls else " by the trainer"
             if self.hold_until is not None:
                 left = max(0.0, self.hold_until - time.time())
-                hold = f"  HELD · {int(left) // 60}:{int(left) % 60:02d} left · R recovers"
+                hold = f"  HELD · {int(left) // 60}:{int(left) % 60:02d} left{key}"
             else:
-                hold = "  HELD until R (recover)"
+                hold = "  HELD until R (recover)" if self.controls else "  HELD by the trainer"
             first = Content.assemble(first, (hold, "bold $warning"))
         if self.stack:
             first = Content.assemble(first, ("  · " + self.stack, "$foreground-muted"))
