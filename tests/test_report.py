@@ -303,7 +303,7 @@ def test_a_run_shows_its_checks_steps_fault_notes_screenshot_and_training(sessio
     page = run_section(rep, 1)
     doc = Doc(page)
     checks = doc.all("tr", **{"class": "check"})
-    assert len(checks) == 10 and all("c-passed" in (c["class"] or "") for c in checks)
+    assert len(checks) == 10 and all("row-passed" in (c["class"] or "") for c in checks)
     assert "+0.2s after armed" in page  # the retry's first-seen time
     assert "shown +0.2s after armed, +4.0s after armed" in page  # step 1, shown twice (the bar cycles)
     assert 'sum by (env, projection, reason) (rate(outbox_retry_scheduled_total{component=&quot;worker&quot;}[1m]))' in page

@@ -27,7 +27,7 @@ MAX_BUCKETS: Final = 300
 WIDTH: Final = 960
 LABEL_W: Final = 190
 RIGHT_PAD: Final = 14
-TOP: Final = 30
+TOP: Final = 44
 PANEL_H: Final = 46
 PANEL_GAP: Final = 8
 AXIS_H: Final = 24
@@ -35,9 +35,11 @@ AXIS_H: Final = 24
 INK: Final = "#1b1b1b"
 MUTED: Final = "#555"
 LINE: Final = "#1f4e99"
-BAND: Final = "#f6d7b0"
+BAND: Final = "#fce3c4"
 SEEN: Final = "#1a7f37"
 BROKEN: Final = "#b42318"
+LABEL_CHAR_W: Final = 7.5
+"""Width of one character of a tick label (11px bold), to keep labels apart."""
 
 
 @dataclass
@@ -173,15 +175,34 @@ def value_label(v: float, unit: str = "") -> str:
     return text + unit
 
 
-def _clusters(ticks: list[Tick], x: Callable[[float], float], gap: float = 12.0) -> list[tuple[float, list[Tick]]]:
-    out: list[tuple[float, list[Tick]]] = []
+def _label(group: list[Tick]) -> str:
+    mark = "✗" if any(t.state == "broken" for t in group) else "✓"
+    return mark + ",".join(str(t.number) for t in group)
+
+
+def _labels(ticks: list[Tick], x: Callable[[float], float]) -> list[tuple[float, list[Tick]]]:
+    """Ticks grouped so that their labels do not overlap: neighbouring labels that would touch
+    become one (centred between its ticks), however close the checks ticked."""
+    groups: list[list[Tick]] = []
     for tick in sorted(ticks, key=lambda k: (k.t, k.number)):
-        px = x(tick.t)
-        if out and px - out[-1][0] < gap:
-            out[-1][1].append(tick)
+        if groups and round(x(groups[-1][-1].t)) == round(x(tick.t)):
+            groups[-1].append(tick)
         else:
-            out.append((px, [tick]))
-    return out
+            groups.append([tick])
+
+    def centre(group: list[Tick]) -> float:
+        return (x(group[0].t) + x(group[-1].t)) / 2
+
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups) - 1):
+            a, b = groups[i], groups[i + 1]
+            if centre(b) - centre(a) < (len(_label(a)) + len(_label(b))) * LABEL_CHAR_W / 2 + 6:
+                groups[i : i + 2] = [a + b]
+                merged = True
+                break
+    return [(centre(g), g) for g in groups]
 
 
 def render_chart(data: ChartData, *, chart_id: str, title: str) -> Html:
@@ -202,22 +223,21 @@ def render_chart(data: ChartData, *, chart_id: str, title: str) -> Html:
         x0, x1 = x(data.armed), x(end)
         parts.append(svg_el("rect", class_="band", x=x0, y=TOP - 4, width=max(x1 - x0, 1.5), height=bottom - TOP + 8, fill=BAND))
         label = "fault armed" if data.reverted is not None else "fault armed (not reverted)"
-        parts.append(svg_el("text", label, x=x0 + 3, y=TOP - 8, font_size=11, fill=MUTED))
+        parts.append(svg_el("text", label, x=x0 + 3, y=TOP - 9, font_size=11, fill="#7a4a00"))
 
     for i, s in enumerate(data.series):
         top = TOP + i * (PANEL_H + PANEL_GAP)
         parts.append(_panel(s, top, x, plot_w))
 
-    # Check ticks: a line through the panels and the check numbers on top.
-    for px, group in _clusters(data.ticks, x):
-        broken = any(t.state == "broken" for t in group)
-        colour = BROKEN if broken else SEEN
-        parts.append(svg_el("line", class_="tick", x1=px, y1=TOP - 2, x2=px, y2=bottom, stroke=colour, stroke_width=1.2,
-                            stroke_dasharray="3 3"))
-        numbers = ",".join(str(t.number) for t in group)
-        mark = "✗" if broken else "✓"
-        parts.append(svg_el("text", f"{mark}{numbers}", class_="tick-label", x=px, y=12,
-                            font_size=11, text_anchor="middle", fill=colour, font_weight="bold"))
+    # Check ticks: a line through the panels at each moment, the check numbers on top.
+    for px in sorted({round(x(t.t), 1) for t in data.ticks}):
+        broken = any(t.state == "broken" and round(x(t.t), 1) == px for t in data.ticks)
+        parts.append(svg_el("line", class_="tick", x1=px, y1=TOP - 2, x2=px, y2=bottom, stroke=BROKEN if broken else SEEN,
+                            stroke_width=1.2, stroke_dasharray="3 3"))
+    for px, group in _labels(data.ticks, x):
+        colour = BROKEN if any(t.state == "broken" for t in group) else SEEN
+        parts.append(svg_el("text", _label(group), class_="tick-label", x=px, y=13, font_size=11, text_anchor="middle",
+                            fill=colour, font_weight="bold"))
 
     # The time axis.
     step = axis_step(duration)
@@ -227,7 +247,7 @@ def render_chart(data: ChartData, *, chart_id: str, title: str) -> Html:
         parts.append(svg_el("line", x1=px, y1=bottom, x2=px, y2=bottom + 4, stroke=MUTED))
         parts.append(svg_el("text", seconds_label(t), x=px, y=bottom + 16, font_size=11, text_anchor="middle", fill=MUTED))
         t += step
-    parts.append(svg_el("text", "time since the run started", x=LABEL_W - 8, y=bottom + 16, font_size=11, text_anchor="end",
+    parts.append(svg_el("text", "time since the run started", x=LABEL_W - 18, y=bottom + 16, font_size=11, text_anchor="end",
                         fill=MUTED))
     return svg_el("svg", *parts, class_="chart", id=chart_id, viewBox=f"0 0 {WIDTH} {height}", role="img",
                   aria_label=title, preserveAspectRatio="xMinYMin meet", font_family="system-ui, sans-serif")
@@ -259,7 +279,7 @@ def _panel(s: Series, top: float, x: Callable[[float], float], plot_w: float) ->
         line = " ".join(f"{num(a)},{num(b)}" for a, b in coords)
         base = y(vmin)
         area = f"M{num(coords[0][0])},{num(base)} L" + line.replace(" ", " L") + f" L{num(coords[-1][0])},{num(base)} Z"
-        items.append(svg_el("path", class_="area", d=area, fill=LINE, fill_opacity=0.14, stroke="none"))
+        items.append(svg_el("path", class_="area", d=area, fill=LINE, fill_opacity=0.10, stroke="none"))
         items.append(svg_el("polyline", class_="series", points=line, fill="none", stroke=LINE, stroke_width=1.8,
                             stroke_linejoin="round", data_signal=s.key))
     return el("g", *items, class_="signal", data_signal=s.key)

@@ -49,6 +49,10 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: .38rem .5rem; border-bottom: 1px solid var(--rule); overflow-wrap: anywhere; }
 th { font-size: .82rem; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); border-bottom: 2px solid var(--ink); }
 .summary td.num, .checks td.num { color: var(--muted); width: 2.4em; }
+.summary td.nowrap, .summary th { white-space: nowrap; overflow-wrap: normal; }
+table.signals td:first-child { width: 12em; }
+table.training th { text-transform: none; letter-spacing: 0; font-size: .93rem; color: var(--ink); border-bottom: 1px solid var(--rule);
+  width: 28%; }
 .counts { margin: .8rem 0 1rem; display: flex; flex-wrap: wrap; gap: .5rem; }
 .count { border: 1.5px solid var(--rule); border-radius: 6px; padding: .2rem .6rem; font-weight: 600; }
 .badge { display: inline-block; font-weight: 700; font-size: .9rem; letter-spacing: .02em; padding: .12rem .55rem;
@@ -62,6 +66,7 @@ th { font-size: .82rem; text-transform: uppercase; letter-spacing: .03em; color:
 .c-failed, .c-broken { color: #86170f; }
 .c-holding, .c-waiting, .c-at_end { color: #3d3d3d; }
 .cstate { font-weight: 700; white-space: nowrap; }
+.row-failed td, .row-broken td { background: #fff4f2; }
 .run { margin-top: 2.6rem; padding-top: 1.4rem; border-top: 4px solid var(--ink); }
 .run-head { display: flex; flex-wrap: wrap; align-items: center; gap: .5rem 1rem; }
 .letter { display: inline-block; min-width: 1.7em; text-align: center; border: 2px solid var(--ink); border-radius: 6px;
@@ -159,15 +164,17 @@ def page_start(rows: list[SummaryRow], *, generated: datetime, selection: str, r
               el("meta", name="generator", content=f"drillui {version}"),
               el("title", f"{title} · drillui report"),
               el("style", raw(CSS)))
-    summary = el("table", el("thead", el("tr", el("th", "#"), el("th", "drill"), el("th", "run"), el("th", "started"),
+    days = {utc(r.started, "%Y-%m-%d") for r in rows if r.started is not None}
+    clock = "%H:%M:%S" if len(days) <= 1 else "%Y-%m-%d %H:%M:%S"
+    summary = el("table", el("thead", el("tr", el("th", "#"), el("th", "drill"), el("th", "run"), el("th", "started (UTC)"),
                                            el("th", "took"), el("th", "state"), el("th", "why"))),
                  el("tbody", [el("tr",
                                  el("td", str(r.number), class_="num"),
                                  el("td", el("a", f"{r.letter} {r.scenario}", href=f"#run-{r.number}"),
                                     el("div", r.title, class_="small muted") if r.title else None),
-                                 el("td", el("span", r.run_id, class_="mono")),
-                                 el("td", utc(r.started, "%H:%M:%S"), class_="mono"),
-                                 el("td", duration_text(r.duration), class_="mono"),
+                                 el("td", el("span", r.run_id, class_="mono"), class_="nowrap"),
+                                 el("td", utc(r.started, clock), class_="mono nowrap"),
+                                 el("td", duration_text(r.duration), class_="mono nowrap"),
                                  el("td", badge(r.state)),
                                  el("td", clip(r.why, 240), class_="small"))
                               for r in rows]),
@@ -259,7 +266,7 @@ def _checklist(rep: RunReport) -> Html:
                            el("td", el("code", c.expected) if c.expected else "-"),
                            el("td", el("code", c.query) if c.query else "-"),
                            el("td", relative(c.first_seen) if c.first_seen is not None else "-", class_="small"),
-                           class_=f"check c-{c.state}", data_check=c.id)
+                           class_=f"check row-{c.state}", data_check=c.id)
                         for c in rep.checks])
     note = el("p", "First seen: when the evidence first appeared, in seconds after the fault was armed; for an expectation "
                    "that must stay flat, when it broke.", class_="small muted")
