@@ -44,12 +44,12 @@ code { overflow-wrap: anywhere; }
 a { color: var(--accent); }
 p { margin: .35rem 0; }
 .meta, .muted { color: var(--muted); }
-.small { font-size: .86rem; }
+.small { font-size: .86em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: .38rem .5rem; border-bottom: 1px solid var(--rule); overflow-wrap: anywhere; }
-th { font-size: .82rem; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); border-bottom: 2px solid var(--ink); }
+th { font-size: .82em; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); border-bottom: 2px solid var(--ink); }
 .summary td.num, .checks td.num { color: var(--muted); width: 2.4em; }
-.summary td.nowrap, .summary th { white-space: nowrap; overflow-wrap: normal; }
+.summary td.nowrap { white-space: nowrap; overflow-wrap: normal; }
 table.signals td:first-child { width: 12em; }
 table.training th { text-transform: none; letter-spacing: 0; font-size: .93rem; color: var(--ink); border-bottom: 1px solid var(--rule);
   width: 28%; }
@@ -80,10 +80,13 @@ table.training th { text-transform: none; letter-spacing: 0; font-size: .93rem; 
 figure { margin: .4rem 0 1rem; }
 figcaption { color: var(--muted); font-size: .86rem; margin-top: .3rem; }
 svg.chart { width: 100%; height: auto; display: block; background: #fff; }
-.checks col.c-num { width: 2.4em; } .checks col.c-state { width: 7.2em; } .checks col.c-check { width: 27%; }
-.checks col.c-obs { width: 23%; } .checks col.c-exp { width: 9%; } .checks col.c-seen { width: 11%; }
+.checks col.c-num { width: 2.4em; } .checks col.c-state { width: 7.2em; } .checks col.c-check { width: 40%; }
+.checks col.c-obs { width: 26%; } .checks col.c-exp { width: 11%; }
+.checks th, .summary th { white-space: nowrap; overflow-wrap: normal; }
+.summary col.c-drill { width: 30%; } .summary col.c-why { width: 30%; } .checks col.c-seen { width: 11%; }
+.checks .query { margin-top: .2rem; font-size: .9em; }
 .checks { table-layout: fixed; font-size: .93rem; }
-.checks .cid { display: block; color: var(--muted); font-size: .8rem; margin-top: .15rem; }
+.checks .cid { display: block; color: var(--muted); font-size: .84em; margin-top: .15rem; }
 ol.steps { padding-left: 1.4rem; }
 ol.steps li { margin: .3rem 0 .6rem; }
 .when { color: var(--muted); font-size: .9rem; }
@@ -94,12 +97,15 @@ footer { margin-top: 3rem; color: var(--muted); font-size: .85rem; border-top: 1
 @media print {
   @page { margin: 13mm 12mm; }
   body { max-width: none; padding: 0; font-size: 10.5pt; }
+  .summary, .checks, .facts { font-size: 8.8pt; }
+  .checks col.c-state { width: 6em; } .checks col.c-seen { width: 12%; }
   .run { break-before: page; margin-top: 0; padding-top: 0; border-top: none; }
   h2, h3 { break-after: avoid; }
   tr, figure, .facts, .box { break-inside: avoid; }
   a { color: inherit; text-decoration: none; }
   .badge, .count, .box { background: none !important; }
-  .shots img { filter: invert(1) hue-rotate(180deg); background: none; max-height: 150mm; width: auto; max-width: 100%; }
+  /* A terminal screenshot is light text on a dark ground: inverted (hues kept) it prints on white. */
+  .shots img { filter: invert(1) hue-rotate(180deg); background: none; width: 100%; max-height: 150mm; object-fit: contain; }
   .print-only { display: inline; }
 }
 """
@@ -166,7 +172,8 @@ def page_start(rows: list[SummaryRow], *, generated: datetime, selection: str, r
               el("style", raw(CSS)))
     days = {utc(r.started, "%Y-%m-%d") for r in rows if r.started is not None}
     clock = "%H:%M:%S" if len(days) <= 1 else "%Y-%m-%d %H:%M:%S"
-    summary = el("table", el("thead", el("tr", el("th", "#"), el("th", "drill"), el("th", "run"), el("th", "started (UTC)"),
+    cols = el("colgroup", [el("col", class_=c) for c in ("c-num", "c-drill", "c-run", "c-start", "c-took", "c-state", "c-why")])
+    summary = el("table", cols, el("thead", el("tr", el("th", "#"), el("th", "drill"), el("th", "run"), el("th", "started (UTC)"),
                                            el("th", "took"), el("th", "state"), el("th", "why"))),
                  el("tbody", [el("tr",
                                  el("td", str(r.number), class_="num"),
@@ -217,7 +224,7 @@ def run_section(rep: RunReport, number: int) -> Html:
                         el("ul", [el("li", m) for m in rep.missing]), class_="box missing"))
     if rep.notes and any(n.startswith("the recorded drill definition") for n in rep.notes):
         parts.append(el("div", [el("p", n) for n in rep.notes if n.startswith("the recorded drill definition")], class_="box"))
-    parts += [_signals(rep, sid), _checklist(rep), _steps(rep), _fault(rep), _notes(rep), _training(rep), _screenshots(rep)]
+    parts += [_signals(rep, sid), _checklist(rep), _steps(rep), _fault(rep), _notes(rep), _training(rep), _screenshots(rep, sid)]
     return el("section", *parts, class_=f"run st-{rep.state}", id=sid, aria_labelledby=f"{sid}-title")
 
 
@@ -256,15 +263,16 @@ def _checklist(rep: RunReport) -> Html:
     h = el("h3", "Checklist" + ("" if rep.checks_final else " (as it last stood: the run recorded no final verdict)"))
     if not rep.checks:
         return join(h, el("p", "No checks recorded.", class_="muted"))
-    cols = el("colgroup", [el("col", class_=c) for c in ("c-num", "c-state", "c-check", "c-obs", "c-exp", "c-query", "c-seen")])
-    head = el("thead", el("tr", [el("th", t) for t in ("#", "state", "check", "observed", "expected", "query", "first seen")]))
+    cols = el("colgroup", [el("col", class_=c) for c in ("c-num", "c-state", "c-check", "c-obs", "c-exp", "c-seen")])
+    head = el("thead", el("tr", [el("th", t) for t in ("#", "state", "check and its query", "observed", "expected", "first seen")]))
     body = el("tbody", [el("tr",
                            el("td", str(c.number), class_="num"),
                            el("td", _check_state(c)),
-                           el("td", c.description, el("span", c.id, class_="cid mono")),
+                           el("td", el("div", c.description),
+                              el("div", el("span", "query ", class_="muted"), el("code", c.query), class_="query") if c.query else None,
+                              el("span", c.id, class_="cid mono")),
                            el("td", c.observed),
                            el("td", el("code", c.expected) if c.expected else "-"),
-                           el("td", el("code", c.query) if c.query else "-"),
                            el("td", relative(c.first_seen) if c.first_seen is not None else "-", class_="small"),
                            class_=f"check row-{c.state}", data_check=c.id)
                         for c in rep.checks])
@@ -360,8 +368,8 @@ def _training(rep: RunReport) -> Html:
     return join(h, el("table", el("tbody", rows), class_="training") if rows else el("p", "Empty.", class_="muted"))
 
 
-def _screenshots(rep: RunReport) -> Html:
-    h = el("h3", "Screenshots")
+def _screenshots(rep: RunReport, sid: str) -> Html:
+    h = el("h3", "Screenshots", id=f"{sid}-screenshots")
     if not rep.screenshots:
         return join(h, el("p", "No screenshot was taken (x on the run screen saves one).", class_="muted"))
     figures = []
