@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -29,6 +29,8 @@ from drillui.record.events import (
     ChecksChanged,
     CleanChecked,
     Event,
+    FaultArmed,
+    FaultNotArmed,
     FaultReverted,
     MetricsSampled,
     PhaseChanged,
@@ -79,15 +81,18 @@ def _demo_timeline(until: str) -> list[Event]:
 
 
 def record(*, until: str = "verified", extra: Iterable[Event] = (), end: str | None = "judged", why: str = "",
-           drill: Drill | None = None, run_id: str = demo.RUN_ID) -> list[Event]:
+           drill: Drill | None = None, run_id: str = demo.RUN_ID,
+           change: Callable[[Event], Event | None] = lambda e: e) -> list[Event]:
     """A drill A run recorded through the real `Recorder`: the demo's events up to `until`,
     then `extra` (each at its own `wall`), then the end: `judged` by the checks, `stopped`,
-    `error` (with `why`), or None (the record has no end, as after a crash)."""
+    `error` (with `why`), or None (the record has no end, as after a crash). `change` may swap
+    or drop (None) an event of the demo's."""
     drill = drill or demo.catalog().drills[0]
     clock = _Clock(demo.T0)
     out: list[Event] = []
     rec = Recorder(drill, listeners=[out.append], clock=clock)
-    events = sorted([*_demo_timeline(until), *extra], key=lambda e: e.wall)
+    changed = [c for c in (change(e) for e in _demo_timeline(until)) if c is not None]
+    events = sorted([*changed, *extra], key=lambda e: e.wall)
     for ev in events:
         if isinstance(ev, RunStarted):
             ev = replace(ev, run_id=run_id, title=drill.title, drill=drill.model_dump(mode="json"))
@@ -355,6 +360,27 @@ def test_a_fault_that_was_never_reverted_is_shaded_to_the_end() -> None:
     band = Doc(svg).all("rect", **{"class": "band"})[0]
     assert float(band["x"] or 0) + float(band["width"] or 0) == pytest.approx(190 + 756)
     assert "fault armed (not reverted)" in svg and "✗2" in svg
+
+
+def test_a_fault_that_could_not_arm_has_no_band_and_says_so(tmp_path: Path) -> None:
+    def not_armed(ev: Event) -> Event | None:
+        if isinstance(ev, FaultArmed):
+            return FaultNotArmed(fault=ev.fault, evidence="GET http://127.0.0.1:9200/ -> HTTP 200 (still up)", wall=ev.wall)
+        return None if isinstance(ev, FaultReverted) else ev
+
+    path = write_run(tmp_path / "snapshots", record(change=not_armed), run_id="20270115T080000")
+    rep = load_run(path)
+    assert rep.state == "failed" and rep.chart is not None and rep.chart.armed is None
+    assert not Doc(render_chart(rep.chart, chart_id="c", title="t")).all("rect", **{"class": "band"})
+    assert "<strong class=\"c-failed\">NOT armed: </strong>GET http://127.0.0.1:9200/ -&gt; HTTP 200 (still up)" in run_section(rep, 1)
+
+
+def test_training_scores_that_cannot_be_read_are_named(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "snapshots", record(until="running", end=None), run_id="20270115T080000")
+    (path / "_training.json").write_text("{broken", encoding="utf-8")
+    rep = load_run(path)
+    assert rep.training is not None and rep.training.problem is not None
+    assert "_training.json cannot be read" in run_section(rep, 1)
 
 
 def test_a_run_without_an_end_shows_the_checklist_as_it_last_stood(session: Path) -> None:

@@ -289,8 +289,8 @@ def legend_text(data: ChartData) -> str:
     parts = ["Counters (retry, failed, terminal) show the total since the run started; gauges (lag, oldest age, stuck) "
              "their value, the highest of the workers."]
     if data.armed is not None:
-        end = f"+{num(data.reverted)}s" if data.reverted is not None else "the end (never reverted)"
-        parts.append(f"Shaded: the fault was armed, +{num(data.armed)}s to {end}.")
+        end = f"+{data.reverted:.1f}s" if data.reverted is not None else "the end (never reverted)"
+        parts.append(f"Shaded: the fault was armed, +{data.armed:.1f}s to {end}.")
     if data.ticks:
         parts.append("Dashed lines: the moment a check ticked on the trainer's screen (✓ seen, ✗ broken), "
                      "numbered as in the checklist.")
