@@ -20,7 +20,7 @@ from drillui.evidence.signals import SIGNALS, signal_view
 from drillui.evidence.state import RunState
 from drillui.record.events import Event, GaugesProbed, LogLinesSeen, MetricsSampled, RunStarted, SpansSeen, StepChanged
 from drillui.record.snapshot import RUN_ID_FORMAT
-from drillui.report.chart import ChartData, Downsampler, Series, Tick
+from drillui.report.chart import ChartData, Downsampler, Series, Tick, value_label
 from drillui.scenarios import parse_drill
 
 END_STATES: Final = ("passed", "failed", "stopped", "error")
@@ -286,8 +286,6 @@ def _signals(folded: Folded) -> list[SignalRow]:
 
 
 def _summary(row: SignalRow) -> str:
-    from drillui.report.chart import value_label
-
     if row.value is None:
         return "not sampled"
     if row.kind == "counter":
