@@ -352,7 +352,7 @@ def cmd_report(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.report.build import main as report_main
     from drillui.scenarios import load_catalog
 
-    # The catalog is read only when a drill letter must be looked up.
+    # The catalog is read only for a name that is not a drill folder under --snapshots (a letter).
     return report_main(args.runs, since=args.since, output=args.output, root=args.snapshots,
                        lookup=lambda name: load_catalog(settings.catalog_path()).get(name).id)
 
