@@ -9,6 +9,7 @@
     drillui watch [ID]           follow the run in progress from another terminal, read-only
     drillui serve                the watch screen (and chosen replays) in browsers
     drillui export ID [--run R]  query the trace backend again by a run's ids, into a new folder
+    drillui report [RUN...|--since D]  one self-contained HTML page of a session's runs
     drillui clean [ID]           revert what drills left behind; prune old snapshots
     drillui failed list|requeue  the failure-management loop of drill C
     drillui doctor [--json]      check the runbook's known malfunctions
@@ -154,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--keep-last", type=int, default=None, help="keep the newest N snapshot folders of the drill")
     cl.add_argument("--rows", action="store_true", help="remove every outbox row drills wrote (done and failed too), not only unfinished ones")
     cl.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+
+    rep = add("report", help="write one self-contained HTML page of a session's runs (default: the runs started today, UTC)")
+    rep.add_argument("runs", nargs="*", metavar="RUN", help="a run folder, a drill id or letter (its latest run), or DRILL/RUN_ID")
+    rep.add_argument("--since", help="every run started since: an ISO date/time (UTC) or 30m, 2h, 3d")
+    rep.add_argument("-o", "--output", type=Path, help="HTML file to write (default ./drillui-report-<UTC time>.html)")
+    rep.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root (default ./snapshots)")
 
     from drillui.doctor import add_doctor_arguments
 
@@ -417,6 +424,15 @@ def cmd_export(args: argparse.Namespace, settings: DrillSettings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.report.build import main as report_main
+    from drillui.scenarios import load_catalog
+
+    # The catalog is read only for a name that is not a drill folder under --snapshots (a letter).
+    return report_main(args.runs, since=args.since, output=args.output, root=args.snapshots,
+                       lookup=lambda name: load_catalog(settings.catalog_path()).get(name).id)
+
+
 def cmd_list(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.record.snapshot import end_state_of, latest_run
     from drillui.scenarios import load_catalog
@@ -548,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "list": cmd_list,
             "stack": cmd_stack,
             "export": cmd_export,
+            "report": cmd_report,
             "clean": cmd_clean,
             "failed": cmd_failed,
             "doctor": _cmd_doctor,
