@@ -108,8 +108,12 @@ class DrillServer(Server):
         app_service: AppService | None = None
         try:
             await websocket.prepare(request)
+
+            async def close() -> None:
+                await websocket.close()
+
             app_service = AppService(command, write_bytes=websocket.send_bytes, write_str=websocket.send_str,
-                                     close=websocket.close, download_manager=self.download_manager, debug=self.debug)
+                                     close=close, download_manager=self.download_manager, debug=self.debug)
             await app_service.start(width, height)
             try:
                 await self._process_messages(websocket, app_service)

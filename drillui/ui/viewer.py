@@ -65,7 +65,7 @@ class ReplayScreen(DrillScreen):
 
     read_only = True
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "toggle", "Pause/play", tooltip="Pause or play the replay"),
+        Binding("p", "play_pause", "Pause/play", tooltip="Pause or play the replay"),
         Binding("left_square_bracket", "step_event(-1)", "Prev event", tooltip="The previous event worth stopping at (paused)"),
         Binding("right_square_bracket", "step_event(1)", "Next event", tooltip="The next event worth stopping at (paused)"),
         Binding("S", "seek", "Seek", tooltip="Go to a moment: 12.5, +5s, -10s, 1m30s"),
@@ -124,7 +124,7 @@ class ReplayScreen(DrillScreen):
         self.player.playing = False
         self._jump(*self.player.seek(t))
 
-    def action_toggle(self) -> None:
+    def action_play_pause(self) -> None:
         self.player.toggle()
         self._sync_bar()
 
