@@ -309,11 +309,10 @@ def cmd_replay(args: argparse.Namespace, settings: DrillSettings) -> int:
     run = read_run(_resolve_run(args.snapshots, args.target, settings))
     catalog = load_catalog(settings.catalog_path())
     drill, _ = recorded_drill(run, next((d for d in catalog.drills if d.id == run.snapshot.scenario), None))
-    screen = ReplayScreen(drill, run, playing=args.at is None)
-    app = ViewerApp(catalog, first=screen, settings=settings)
-    if args.at is not None:
-        app.call_later(screen.show_at, args.at)
-    return app.run() or 0
+    from drillui.ui.app import run_guarded
+
+    screen = ReplayScreen(drill, run, playing=args.at is None, start_at=args.at)
+    return run_guarded(ViewerApp(catalog, first=screen, settings=settings))
 
 
 def cmd_watch(args: argparse.Namespace, settings: DrillSettings) -> int:
@@ -324,7 +323,9 @@ def cmd_watch(args: argparse.Namespace, settings: DrillSettings) -> int:
     drill_id = catalog.get(args.drill).id if args.drill else None
     if args.snapshots.exists() and not args.snapshots.is_dir():
         raise UsageError(f"--snapshots {args.snapshots} is a file, not a folder")
-    return ViewerApp(catalog, watch_root=args.snapshots, drill_id=drill_id, settings=settings).run() or 0
+    from drillui.ui.app import run_guarded
+
+    return run_guarded(ViewerApp(catalog, watch_root=args.snapshots, drill_id=drill_id, settings=settings))
 
 
 def cmd_serve(args: argparse.Namespace, settings: DrillSettings) -> int:

@@ -288,7 +288,8 @@ class Drill(_Model):
     duration: float = Field(6.0, gt=0, le=600)
     """Seconds the workers run with the fault armed."""
     recovery_timeout: float = Field(15.0, ge=0, le=600)
-    """Seconds allowed, after the fault is reverted, for every trigger event to settle."""
+    """Seconds allowed without progress, after the fault is reverted, for the trigger events to
+    settle (the wait goes on while they keep settling)."""
     expect: Expect
     steps: list[Step] = []
     recover: str = ""

@@ -289,3 +289,62 @@ def test_clean_rows_removes_every_row_drills_wrote(drill_infra: Infrastructure, 
     with connect(db_url) as conn:
         left = [r["id"] for r in conn.execute("SELECT id FROM outbox").fetchall()]
     assert left == [theirs], "only rows drills wrote may go"
+
+
+def test_the_dashboard_losing_its_terminal_stops_the_run_honestly_and_exits(tmp_path: Path) -> None:
+    """SIGHUP: the window closed, the ssh session dropped. No terminal to draw on, but the run
+    still ends stopped (by SIGHUP), the fault reverted, the process gone."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**_env(tmp_path), "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "48"}
+    proc = subprocess.Popen([sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml")],
+                            env=env, cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
+
+        def screen_has(text: bytes, timeout: float) -> bool:
+            seen = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                import select
+
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if ready:
+                    try:
+                        seen += os.read(master, 65536)
+                    except OSError:
+                        return False
+                    if text in seen:
+                        return True
+            return False
+
+        assert screen_has(b"ready in", 60), "the dashboard did not get its stack ready"
+        os.write(master, b"r")  # run drill A now, guided: the fault is held
+        runs = tmp_path / "snapshots" / "es_down_connect"
+        deadline = time.monotonic() + 60
+        while not (runs.is_dir() and any(b'"fault_held"' in p.read_bytes() for p in runs.glob("*/_events.jsonl"))):
+            assert time.monotonic() < deadline, "the fault was never held"
+            screen_has(b"", 0.3)
+        os.close(master)  # the terminal goes away
+        master = -1
+        os.killpg(proc.pid, signal.SIGHUP)
+        proc.wait(120)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    [run] = list(runs.iterdir())
+    events = read_events(run / "_events.jsonl")
+    assert [e.how for e in events if isinstance(e, StopRequested)] == ["SIGHUP"]
+    assert isinstance(events[-1], RunEnded) and events[-1].state == "stopped"
+    assert any(isinstance(e, FaultReverted) and not e.still_armed for e in events)
+    assert (run / "_manifest.json").is_file()

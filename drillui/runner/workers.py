@@ -52,6 +52,7 @@ class WorkerProcess:
     worker_id: str = ""
     _log_file: object = field(default=None, repr=False)
     _ready_offset: int = 0
+    _terminated: bool = False
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +64,12 @@ class WorkerProcess:
         # A restarted worker appends to its predecessor's log: read only what this one writes.
         self._ready_offset = fh.tell()
         self.metrics_url = None
+        self._terminated = False
+        # Its own session: Ctrl+C or a closed terminal signal drillui's process group, and the
+        # runner then stops its workers in order; they must not be hit behind its back.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> str:
@@ -110,12 +115,18 @@ class WorkerProcess:
             self.proc.wait(timeout=STOP_TIMEOUT_SECONDS)
         self._close_log()
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (`stop` waits)."""
+        if self.proc is not None and self.alive() and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
         """SIGTERM and wait (the worker finishes or releases its batch); SIGKILL if it hangs."""
         if self.proc is None:
             return None
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

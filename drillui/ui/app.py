@@ -100,7 +100,6 @@ class DrillApp(App[int]):
     # ---- startup ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.stop_on_signals()
         self.first_screens()
         if self.infra is not None:
             self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
@@ -294,20 +293,10 @@ class DrillApp(App[int]):
             for control in self._runs:
                 control.stop.request("dashboard closed")
 
-    def stop_on_signals(self) -> None:
-        """SIGTERM / SIGHUP to the dashboard end it the way q does: runs stopped and recorded."""
-        import asyncio
-        import signal
-
-        loop = asyncio.get_running_loop()
-        def quit_by(name: str) -> None:
-            self.call_later(self.action_quit, name)
-
-        for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")):
-            try:
-                loop.add_signal_handler(sig, quit_by, name)
-            except (NotImplementedError, RuntimeError, ValueError):
-                return  # not the main thread (a test's app): the test ends it
+    def stop_runs(self, how: str) -> None:
+        """Ask every run to stop (safe from a signal handler: no lock, no I/O)."""
+        for control in list(self._runs):
+            control.stop.request(how)
 
     async def action_quit(self, how: str = "key q") -> None:
         if self._quitting:
@@ -356,8 +345,43 @@ def run_dashboard(settings: DrillSettings) -> int:
     """`drillui` with no subcommand: the dashboard on the chosen infrastructure (embedded by
     default, `--infra docker` for the compose stack)."""
     app = DrillApp(load_catalog(settings.catalog_path()), settings=settings)
+    return run_guarded(app)
+
+
+def run_guarded(app: DrillApp) -> int:
+    """Run an app so that SIGTERM and SIGHUP end it the honest way, even without its terminal.
+
+    A closed terminal (SIGHUP: the window or the ssh session went away) leaves Textual unable to
+    draw or read, and its own shutdown may never complete. So the handler only asks every run to
+    stop (recorded as stopped by SIGTERM/SIGHUP), and a watchdog thread waits until each run
+    has reverted its fault and stopped its workers, closes the stack, asks the app to exit, and
+    ends the process itself if the app cannot.
+    """
+    import os
+    import signal
+
+    fired: list[int] = []
+
+    def watchdog(signum: int) -> None:
+        app.cleanup()  # waits for every run to clean up, then closes the stack
+        try:
+            app.call_from_thread(app.exit, 128 + signum)
+        except Exception:  # noqa: BLE001 - the loop may be gone or wedged: exit below either way
+            pass
+        time.sleep(3.0)
+        os._exit(128 + signum)  # the app did not manage to exit by itself (no terminal left)
+
+    def on_signal(signum: int, frame: object) -> None:
+        app.stop_runs("SIGHUP" if signum == signal.SIGHUP else "SIGTERM")
+        if not fired:
+            fired.append(signum)
+            threading.Thread(target=watchdog, args=(signum,), name="drillui-signal-watchdog", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         code = app.run()
     finally:
         app.cleanup()
-    return code or 0
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return (code or 0) if not fired else 128 + fired[0]

@@ -75,11 +75,12 @@ class ReplayScreen(DrillScreen):
         Binding("end", "seek_to(-1)", "End", show=False, tooltip="To the end of the run"),
     ]
 
-    def __init__(self, drill: Drill, run: RecordedRun, *, playing: bool = True) -> None:
+    def __init__(self, drill: Drill, run: RecordedRun, *, playing: bool = True, start_at: float | None = None) -> None:
         super().__init__(drill, autostart=False)
         self.run = run
         self.player = Player(run.events)
         self.player.playing = playing
+        self.start_at = start_at
         self._last_tick = time.monotonic()
 
     def compose(self) -> ComposeResult:
@@ -97,6 +98,8 @@ class ReplayScreen(DrillScreen):
                         title="Older run", timeout=12, markup=False)
         self._last_tick = time.monotonic()
         self.set_interval(TICK_SECONDS, self._tick)
+        if self.start_at is not None:
+            self.show_at(self.start_at)
         self._sync_bar()
 
     def _tick(self) -> None:

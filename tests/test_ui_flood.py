@@ -1,0 +1,81 @@
+"""A log flood must not freeze the screen: the logs panel draws only the visible rows of its
+bounded buffer, says when lines come faster than anyone can read, and filters the whole buffer."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from textual.pilot import Pilot
+
+from drillui.record.events import LogLinesSeen, RunStarted
+from drillui.settings import DrillSettings
+from drillui.ui import demo
+from drillui.ui.app import DrillApp
+from drillui.ui.screens.drill import DrillScreen
+from drillui.ui.widgets.logs import LogsPanel
+
+pytestmark = pytest.mark.anyio
+LINES = 50_000
+CHUNK = 1000
+
+
+def _text(app: DrillApp) -> str:
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
+    return console.export_text(styles=False)
+
+
+async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await pilot.pause(0.05)
+
+
+def _line(n: int) -> str:
+    return json.dumps({"ts": f"2027-01-15T08:00:{n % 60:02d}.000000Z", "level": "info", "event": "outbox.processed",
+                       "msg": f"processed {n}", "result": "ok", "op": "upsert", "outbox_event_id": f"event-{n:06d}",
+                       "trace_id": f"{n:032x}", "attempt": 1, "flood_mark": "every1000" if n % 1000 == 0 else "no"},
+                      separators=(",", ":"))
+
+
+async def test_fifty_thousand_lines_are_kept_shown_on_demand_filtered_whole_and_said_to_be_too_fast(tmp_path: Path) -> None:
+    app = DrillApp(demo.catalog(), snapshots=tmp_path / "snapshots", start_stack=False,
+                   settings=DrillSettings.build({}, state_dir=tmp_path / "state"))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = DrillScreen(app.catalog.drills[0], autostart=False)
+        await app.push_screen(screen)
+        screen.apply(RunStarted(run_id="r", scenario="es_down_connect", letter="A", title="t", snapshot="s", drill={}))
+        began = time.monotonic()
+        for start in range(0, LINES, CHUNK):
+            screen.apply(LogLinesSeen(worker="worker", file="_logs/w.log", start=0, end=0, first_line=start + 1,
+                                      lines=tuple(_line(n) for n in range(start, start + CHUNK))))
+            if start % (10 * CHUNK) == 0:
+                await pilot.pause(0.11)  # a paint or two while the flood goes on
+        panel = screen.query_one(LogsPanel)
+        await _until(pilot, lambda: panel.shown == LINES)
+        fed = time.monotonic() - began
+        await pilot.pause(0.2)
+        shown = _text(app)
+        # the newest line is on screen (the view follows), every line is kept
+        assert "processed 49999" in shown or f"{49999:032x}"[:8] in shown
+        assert panel.table.number(panel.table.count - 1) == LINES - 1
+        status = str(panel.query_one("#logs-status").render())
+        assert f"{LINES:,} line(s) shown of {LINES:,} kept" in status, status
+        assert "showing 1 in" in status and "lines/s" in status, (status, fed)
+        # the filter runs over the whole buffer, not over what was drawn
+        panel.set_filter("flood_mark=every1000")
+        await _until(pilot, lambda: panel.shown == LINES // 1000)
+        panel.set_filter('"processed 12345"')
+        await _until(pilot, lambda: panel.shown == 1)
+        assert panel.table.current() is not None and panel.table.current().outbox_event_id == "event-012345"
+        panel.set_filter("")
+        await _until(pilot, lambda: panel.shown == LINES)
