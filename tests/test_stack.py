@@ -249,7 +249,7 @@ def test_env_overrides_start_nothing(tmp_path: Path) -> None:
         with httpx.Client(base_url=stack.control_url, trust_env=False) as control:
             assert control.get("/health").json()["ok"] is True
             assert control.get("/engine").json() == {"reachable": True, "managed": False}
-            assert control.post("/engine/down").status_code == 409
+            assert control.post("/engine/down", json={}).status_code == 409
     finally:
         stack.stop()
     assert not (tmp_path / INFO_NAME).exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from drillui.stack.httpguard import CONTROL_HEADER
 from drillui.stack.stack import (
     DATABASE_URL,
     ES_URL,
@@ -81,7 +82,7 @@ def _describe(stack: Stack, total: float, out: TextIO) -> None:
             lines.append(f"  {part.name:<9} {urls[part.name]}  ({how})")
         if part.detail:
             lines.append(f"    {part.detail}")
-    lines.append(f"  control   {stack.control_url}  (POST /engine/down, /engine/up)")
+    lines.append(f"  control   {stack.control_url}  (e.g. curl -X POST -H '{CONTROL_HEADER}: 1' {stack.control_url}/engine/down)")
     lines.append("In another terminal:")
     lines.append(f"  export {DATABASE_URL}={endpoints.database_url} {ES_URL}={endpoints.es_url}")
     lines.append(f"  export {OTLP_ENDPOINT}={endpoints.otlp_endpoint} {JAEGER_URL}={endpoints.jaeger_url}")

@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Literal, Protocol
@@ -39,6 +40,15 @@ import platformdirs
 
 from drillui.errors import StackAlreadyRunning, StackError, UsageError
 from drillui.stack.engine import EmbeddedEngine
+from drillui.stack.httpguard import (
+    CONTROL_HEADER,
+    BadRequest,
+    LoopbackHTTPServer,
+    check_browser_headers,
+    check_deliberate,
+    content_length,
+    set_nodelay,
+)
 from drillui.stack.postgres import HOST, EmbeddedPostgres, pid_alive
 from drillui.stack.tracestore import TraceStoreServer
 
@@ -184,7 +194,9 @@ class RemoteEngineSwitch:
         try:
             # trust_env=False: a proxy from the environment must never see loopback traffic.
             with httpx.Client(trust_env=False, timeout=self.timeout) as client:
-                response = client.request(method, url)
+                # A JSON body and the custom header: what the control server asks of a state change.
+                payload: dict[str, Any] | None = {} if method == "POST" else None
+                response = client.request(method, url, json=payload, headers={CONTROL_HEADER: "1"})
         except httpx.HTTPError as exc:
             raise StackError(
                 f"the stack's control server did not answer {method} {url}: {exc}",
@@ -516,9 +528,16 @@ def _read_info(path: Path) -> dict[str, Any] | None:
 
 # -- control server ----------------------------------------------------------------------------
 
+_CONTROL_BODY_LIMIT: Final = 64 * 1024
+"""Control requests carry at most a small JSON object."""
+
 
 class _ControlServer:
-    """`/engine`, `/engine/down`, `/engine/up`, `/health` on 127.0.0.1:<free port>, in a thread."""
+    """`/engine`, `/engine/down`, `/engine/up`, `/health` on 127.0.0.1:<free port>, in a thread.
+
+    Only this machine's own, deliberate requests are served (see httpguard): a loopback Host, no
+    foreign Origin, and for a state change a JSON body or the `X-Drillui-Control` header.
+    """
 
     def __init__(self, switch: EngineSwitch | None) -> None:
         self.switch = switch
@@ -547,8 +566,8 @@ class _ControlServer:
         self._thread.join(5.0)
 
 
-class _ControlHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _ControlHTTPServer(LoopbackHTTPServer):
+    max_connections = 16
 
     def __init__(
         self,
@@ -557,49 +576,112 @@ class _ControlHTTPServer(ThreadingHTTPServer):
         control: _ControlServer,
     ) -> None:
         self.control = control
-        super().__init__(address, handler)
+        super().__init__(address, handler, name="stack control server")
 
 
 class _ControlHandler(BaseHTTPRequestHandler):
     server: _ControlHTTPServer
+    # A client that connects and sends nothing must not hold a thread for ever.
+    timeout = 10
+
+    def setup(self) -> None:
+        super().setup()
+        set_nodelay(self.connection)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/health":
-            self._reply(HTTPStatus.OK, {"ok": True, "pid": os.getpid()})
-        elif self.path == "/engine":
-            self._reply(HTTPStatus.OK, self.server.control.engine_state())
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
+        self._handle("GET")
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        if self.path not in ("/engine/down", "/engine/up"):
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
-            return
-        control = self.server.control
-        if control.switch is None:
-            self._reply(
-                HTTPStatus.CONFLICT,
-                {"error": "the engine comes from ES_URL and is not managed by this stack"},
-            )
-            return
-        try:
-            with control.switch_lock:
-                control.switch.set_reachable(self.path == "/engine/up")
-        except StackError as exc:
-            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
-            return
-        self._reply(HTTPStatus.OK, control.engine_state())
+        self._handle("POST")
 
-    def _reply(self, status: HTTPStatus, body: Mapping[str, Any]) -> None:
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802 - http.server's naming
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802 - http.server's naming
+        self._handle("PATCH")
+
+    def _handle(self, method: str) -> None:
+        try:
+            check_browser_headers(self.headers, self.server.server_port, self.request_version)
+            if self.headers.get("Transfer-Encoding"):
+                raise BadRequest(411, "send the body with a Content-Length")
+            length = content_length(self.headers, _CONTROL_BODY_LIMIT) or 0
+            body = self.rfile.read(length) if length else b""
+            path = urlsplit(self.path).path
+            routes = _CONTROL_ROUTES.get(path)
+            if routes is None:
+                raise BadRequest(404, f"no such path {path[:100]}")
+            action = routes.get(method)
+            if action is None:
+                raise BadRequest(405, f"{method} is not allowed on {path} (use {', '.join(routes)})")
+            if method != "GET":
+                check_deliberate(self.headers)
+                _json_object(self.headers, body)
+            status, answer = action(self.server.control)
+        except BadRequest as exc:
+            self.close_connection = True
+            self._reply(exc.status, {"error": exc.reason})
+            return
+        self._reply(status, answer)
+
+    def _reply(self, status: int, body: Mapping[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         """Silenced: the default writes every request to stderr, the `stack up` terminal."""
+
+
+def _json_object(headers: Message, body: bytes) -> dict[str, Any]:
+    """The request's JSON object (an empty body counts as `{}`); BadRequest when it is not one."""
+    media_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if not body.strip() or media_type != "application/json":
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(400, "the body must be a JSON object")
+    return value
+
+
+_Action = Callable[[_ControlServer], tuple[int, Mapping[str, Any]]]
+
+
+def _health(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+    return HTTPStatus.OK, {"ok": True, "pid": os.getpid()}
+
+
+def _engine(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+    return HTTPStatus.OK, control.engine_state()
+
+
+def _engine_switch(reachable: bool) -> _Action:
+    def act(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+        if control.switch is None:
+            return HTTPStatus.CONFLICT, {"error": "the engine comes from ES_URL and is not managed by this stack"}
+        try:
+            with control.switch_lock:
+                control.switch.set_reachable(reachable)
+        except StackError as exc:
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
+        return HTTPStatus.OK, control.engine_state()
+
+    return act
+
+
+_CONTROL_ROUTES: Final[Mapping[str, Mapping[str, _Action]]] = {
+    "/health": {"GET": _health},
+    "/engine": {"GET": _engine},
+    "/engine/down": {"POST": _engine_switch(False)},
+    "/engine/up": {"POST": _engine_switch(True)},
+}
