@@ -127,7 +127,13 @@ def test_postgres_answers_on_loopback_and_nowhere_else(pg: EmbeddedPostgres) -> 
         if conn.status == psutil.CONN_LISTEN
     ]
     assert [(addr.ip, addr.port) for addr in listening] == [("127.0.0.1", pg.port)]
-    assert pg.url == f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    password = pg.password_file.read_text().strip()
+    assert pg.url == f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/postgres"
+    # Loopback is shared by every user of the machine: without the password there is no way in.
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", connect_timeout=5).close()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(f"postgresql://postgres:wrong@127.0.0.1:{pg.port}/postgres", connect_timeout=5).close()
     with psycopg.connect(pg.url) as conn:
         row = conn.execute("SELECT host(inet_server_addr()), current_setting('listen_addresses')").fetchone()
     assert row == ("127.0.0.1", "127.0.0.1")
@@ -340,7 +346,7 @@ def test_attach_and_remote_switch_work_across_processes(tmp_path: Path, stack_up
     running = Stack.attach(tmp_path)
     assert running is not None
     assert running.pid == proc.pid
-    assert running.endpoints.to_json() == endpoints
+    assert running.endpoints.redacted().to_json() == {k: endpoints[k] for k in Endpoints.__dataclass_fields__}
     switch = running.engine_switch
     assert switch is not None and switch.managed and switch.reachable()
     with pytest.raises(StackAlreadyRunning, match=f"pid {proc.pid}"):
@@ -370,8 +376,10 @@ def test_stack_up_prints_one_json_line_and_stops_every_server_on_sigterm(
     tmp_path: Path, stack_up_process: StartStackUp
 ) -> None:
     proc, endpoints = stack_up_process(_clean_env())
-    assert set(endpoints) == {"database_url", "es_url", "otlp_endpoint", "jaeger_url"}
-    with psycopg.connect(endpoints["database_url"], connect_timeout=5) as conn:
+    assert set(endpoints) == {"database_url", "es_url", "otlp_endpoint", "jaeger_url", "secrets_file", "env_file"}
+    assert ":***@" in endpoints["database_url"]
+    real = json.loads(Path(endpoints["secrets_file"]).read_text())["endpoints"]
+    with psycopg.connect(real["database_url"], connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert httpx.get(endpoints["es_url"], trust_env=False).status_code == 200
     assert httpx.get(f"{endpoints['jaeger_url']}/api/services", trust_env=False).status_code == 200

@@ -3,13 +3,36 @@ client can send to a loopback port, tried on the real control server and the rea
 
 from __future__ import annotations
 
+import grp
+import json
+import os
+import signal
 import socket
+import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from drillui.stack.stack import DATABASE_URL, JAEGER_URL, OTLP_ENDPOINT, Stack
+from drillui.errors import UsageError
+from drillui.stack.postgres import SYSTEM_USER
+from drillui.stack.private import redact_url
+from drillui.stack.stack import (
+    DATABASE_URL,
+    ENV_NAME,
+    ES_URL,
+    INFO_NAME,
+    JAEGER_URL,
+    LOCK_NAME,
+    OTLP_ENDPOINT,
+    PG_DIR_NAME,
+    SECRETS_NAME,
+    Endpoints,
+    Stack,
+)
 from drillui.stack.tracestore import TraceStoreServer
 
 # Everything but the engine comes from the environment: the control server then really switches it.
@@ -18,6 +41,7 @@ ENGINE_ONLY = {
     JAEGER_URL: "http://127.0.0.1:16699",
     OTLP_ENDPOINT: "http://127.0.0.1:4399",
 }
+ALL_OVERRIDES = {**ENGINE_ONLY, ES_URL: "http://127.0.0.1:9999"}
 
 
 def raw_http(port: int, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -208,3 +232,137 @@ def test_deeply_nested_json_is_a_400(traces: TraceStoreServer, capfd: pytest.Cap
     status, answer = raw_http(port, request("POST", "/v1/traces", port, *headers, body=body))
     assert status == 400, answer[:200]
     assert "Traceback" not in capfd.readouterr().err
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+STACK_UP = (
+    "import sys; from pathlib import Path; from drillui.stack.cli import stack_up; "
+    "sys.exit(stack_up(Path(sys.argv[1]), json_out=sys.argv[2] == 'json'))"
+)
+ROOT = Path(__file__).resolve().parents[1]
+# Passwords in override URLs: none of them may appear in anything the stack prints or publishes.
+WITH_PASSWORDS = {
+    DATABASE_URL: "postgresql://app:hunter2@127.0.0.1:5999/app?sslmode=disable",
+    ES_URL: "http://elastic:s3cr%40t@127.0.0.1:9999",
+}
+
+
+def _stack_up(state: Path, env: dict[str, str], mode: str) -> tuple[str, str]:
+    """Run `stack up` until it is ready, stop it with SIGTERM; return (stdout, stderr)."""
+    clean = {k: v for k, v in os.environ.items() if k not in (DATABASE_URL, ES_URL, JAEGER_URL, OTLP_ENDPOINT, "DRILLUI_STATE_DIR")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STACK_UP, str(state), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**clean, **env},
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / ENV_NAME).exists() or not (state / INFO_NAME).exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the stack did not come up within 30 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # the summary is printed right after the files are written
+        check_published_files(state)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def check_published_files(state: Path) -> None:
+    """The state folder is private, every file in it 0600, and only the secret files hold secrets."""
+    mode = stat.S_IMODE(state.stat().st_mode)
+    assert mode in (0o700, 0o710), oct(mode)
+    if mode == 0o710:  # as root: traversal for the postgres system user's group only
+        assert os.geteuid() == 0 and grp.getgrgid(state.stat().st_gid).gr_name == SYSTEM_USER
+    for path in state.iterdir():
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    info = (state / INFO_NAME).read_text()
+    real = json.loads((state / SECRETS_NAME).read_text())["endpoints"]
+    for url in real.values():
+        if "@" in url:
+            assert url not in info
+    assert json.loads(info)["secrets_file"] == str(state / SECRETS_NAME)
+    running = Stack.attach(state)
+    assert running is not None and running.endpoints.to_json() == real
+    sourced = subprocess.run(
+        ["bash", "-c", f'set -a; . "{state / ENV_NAME}"; set +a; printf %s "$DATABASE_URL"'], capture_output=True, text=True, check=True
+    )
+    assert sourced.stdout == real["database_url"]
+
+
+@pytest.mark.parametrize("mode", ["json", "human"])
+def test_stack_up_shows_no_password_of_an_override(tmp_path: Path, mode: str) -> None:
+    state = tmp_path / "state"
+    out, err = _stack_up(state, WITH_PASSWORDS, mode)
+    for secret in ("hunter2", "s3cr%40t", "s3cr@t"):
+        assert secret not in out + err
+    if mode == "json":
+        line = json.loads(out.splitlines()[0])
+        assert line["database_url"] == "postgresql://app:***@127.0.0.1:5999/app?sslmode=disable"
+        assert line["es_url"] == "http://elastic:***@127.0.0.1:9999"
+        assert line["secrets_file"] == str(state / SECRETS_NAME)
+    else:
+        assert "postgresql://app:***@127.0.0.1:5999/app" in out
+        assert f"set -a; . {state / ENV_NAME}; set +a" in out
+    assert not (state / SECRETS_NAME).exists() and not (state / ENV_NAME).exists()
+
+
+def test_the_embedded_postgres_password_is_private_and_never_shown(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    out, err = _stack_up(state, {ES_URL: "http://127.0.0.1:9999", JAEGER_URL: "http://127.0.0.1:16699", OTLP_ENDPOINT: "http://127.0.0.1:4399"}, "human")
+    password_file = state / f"{PG_DIR_NAME}.password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 24 and password not in out + err
+    assert "postgresql://postgres:***@127.0.0.1:" in out
+
+
+def test_an_older_state_folder_is_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    (state / LOCK_NAME).write_text("")
+    os.chmod(state / LOCK_NAME, 0o644)
+    with Stack.start(state, env={**WITH_PASSWORDS, JAEGER_URL: "http://127.0.0.1:16699", OTLP_ENDPOINT: "http://127.0.0.1:4399"}):
+        check_published_files(state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_state_folder_everyone_may_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with pytest.raises(UsageError, match="writable by every user"):
+        Stack.start(shared, env=ALL_OVERRIDES)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777 and not list(shared.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:hunter2@db:5432/app", "postgresql://app:***@db:5432/app"),
+        ("postgresql://app:p@ss:w@rd@db/app", "postgresql://app:***@db/app"),
+        ("postgresql://app@db/app?password=hunter2&sslmode=require", "postgresql://app@db/app?password=***&sslmode=require"),
+        ("http://127.0.0.1:9200", "http://127.0.0.1:9200"),
+        ("http://user@127.0.0.1:9200/x?y=1", "http://user@127.0.0.1:9200/x?y=1"),
+        ("http://u:pw@[::1:9200/", "http://u:***@[::1:9200/"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_endpoints_never_show_a_password_in_their_repr() -> None:
+    endpoints = Endpoints(WITH_PASSWORDS[DATABASE_URL], WITH_PASSWORDS[ES_URL], "http://127.0.0.1:1", "http://127.0.0.1:1")
+    assert "hunter2" not in repr(endpoints) and "s3cr" not in repr(endpoints)
+    assert endpoints.to_json()[DATABASE_URL.lower()] == WITH_PASSWORDS[DATABASE_URL]  # the real one stays available

@@ -7,7 +7,11 @@ run in another process must find a running stack and switch the engine off and o
 - `Stack.start` starts whatever the environment does not override (`DATABASE_URL`, `ES_URL`,
   `JAEGER_URL` / `OTEL_EXPORTER_OTLP_ENDPOINT`), under an exclusive `flock` on
   `<state_dir>/stack.lock` held for the stack's life, and publishes `<state_dir>/stack.json`
-  (endpoints, pid, start time, control URL) for other processes.
+  (endpoints with passwords redacted, pid, start time, control URL) for other processes.
+- Secrets stay private (see private.py): the state folder is 0700 and every file in it 0600; the
+  real endpoints, passwords included, are only in `stack.secrets.json` (for programs:
+  `Stack.attach` reads it) and `stack.env` (for shells: `set -a; . <state>/stack.env; set +a`).
+  Nothing the stack prints shows a password.
 - A small control HTTP server on 127.0.0.1 lets another process make the engine unreachable and
   reachable again (`POST /engine/down`, `POST /engine/up`, `GET /engine`, `GET /health`).
 - `Stack.attach` gives that other process the endpoints and a remote `EngineSwitch`.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -49,11 +53,14 @@ from drillui.stack.httpguard import (
     content_length,
     set_nodelay,
 )
-from drillui.stack.postgres import HOST, EmbeddedPostgres, pid_alive
+from drillui.stack.postgres import HOST, EmbeddedPostgres, pid_alive, system_user
+from drillui.stack.private import open_private, private_folder, redact_url, write_private
 from drillui.stack.tracestore import TraceStoreServer
 
 LOCK_NAME: Final = "stack.lock"
 INFO_NAME: Final = "stack.json"
+SECRETS_NAME: Final = "stack.secrets.json"
+ENV_NAME: Final = "stack.env"
 PG_DIR_NAME: Final = "pg"
 STATE_DIR_ENV: Final = "DRILLUI_STATE_DIR"
 
@@ -115,8 +122,17 @@ class Endpoints:
     """Base URL of the Jaeger query API (`/api/traces`, `/api/v3/traces`)."""
 
     def to_json(self) -> dict[str, str]:
-        """Exactly the four keys, ready for `json.dumps`."""
+        """Exactly the four keys, ready for `json.dumps`. Holds passwords: see `redacted`."""
         return asdict(self)
+
+    def redacted(self) -> Endpoints:
+        """The same endpoints with every password replaced by `***`: fit for output and logs."""
+        return Endpoints(**{key: redact_url(value) for key, value in asdict(self).items()})
+
+    def __repr__(self) -> str:
+        # A repr lands in tracebacks, assertion messages and logs: never with a password.
+        shown = ", ".join(f"{key}={value!r}" for key, value in self.redacted().to_json().items())
+        return f"Endpoints({shown})"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Endpoints:
@@ -223,6 +239,9 @@ class RunningStack:
     engine_switch: EngineSwitch | None
     """None when the engine is not the stack's own (`ES_URL` was set)."""
 
+    def __repr__(self) -> str:
+        return f"RunningStack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints!r})"
+
 
 class Stack:
     """The running embedded stack of one state folder. Build it with `Stack.start`."""
@@ -260,6 +279,16 @@ class Stack:
     def info_path(self) -> Path:
         return self.state_dir / INFO_NAME
 
+    @property
+    def secrets_path(self) -> Path:
+        """The 0600 file with the real endpoints (passwords included), for programs."""
+        return self.state_dir / SECRETS_NAME
+
+    @property
+    def env_path(self) -> Path:
+        """The 0600 shell file exporting the real endpoints: `set -a; . <it>; set +a`."""
+        return self.state_dir / ENV_NAME
+
     @classmethod
     def start(
         cls,
@@ -282,10 +311,10 @@ class Stack:
         otlp_endpoint = _override(env, OTLP_ENDPOINT)
 
         state_dir = Path(state_dir).expanduser().absolute()
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StackError(f"cannot create the state folder {state_dir}: {exc}") from exc
+        # As root, postgres runs as its own system user, which must traverse to its data folder:
+        # that user's group gets traversal (not listing) of the state folder, nobody else anything.
+        owner = system_user() if database_url is None else None
+        private_folder(state_dir, traverse_gid=owner[1] if owner is not None else None)
         lock = _acquire_lock(state_dir)
         # Undo steps, run newest first by stop(); each is added once its part has started (a
         # part that fails to start cleans up after itself). The last step releases the lock.
@@ -366,13 +395,19 @@ class Stack:
         info = _read_info(info_path)
         if info is None or not pid_alive(int(info["pid"])):
             return None
+        secrets = _read_info(state_dir / SECRETS_NAME)
+        if secrets is None or secrets.get("pid") != info["pid"]:
+            raise StackError(
+                f"the stack on {state_dir} (pid {info['pid']}) has no {SECRETS_NAME} of its own",
+                hint="it was started by an older drillui: restart it",
+            )
         control_url = str(info["control_url"])
         return RunningStack(
             state_dir=state_dir,
             pid=int(info["pid"]),
             started_at=str(info["started_at"]),
             control_url=control_url,
-            endpoints=Endpoints.from_json(info["endpoints"]),
+            endpoints=Endpoints.from_json(secrets["endpoints"]),
             engine_switch=RemoteEngineSwitch(control_url) if info.get("engine_managed") else None,
         )
 
@@ -393,25 +428,47 @@ class Stack:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"Stack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints})"
+        return f"Stack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints!r})"
+
+    def summary(self) -> dict[str, Any]:
+        """What `stack up --json` prints: redacted endpoints and where the real ones are."""
+        return {**self.endpoints.redacted().to_json(), "secrets_file": str(self.secrets_path), "env_file": str(self.env_path)}
 
     def _write_info(self) -> None:
+        # The secrets first: a reader that finds stack.json must find the secrets file too.
+        secrets = {"pid": self.pid, "endpoints": self.endpoints.to_json()}
+        write_private(self.secrets_path, json.dumps(secrets, indent=2) + "\n")
+        write_private(self.env_path, _env_file(self.endpoints))
         info = {
             "pid": self.pid,
             "started_at": self.started_at,
             "state_dir": str(self.state_dir),
             "control_url": self.control_url,
-            "endpoints": self.endpoints.to_json(),
+            "endpoints": self.endpoints.redacted().to_json(),
+            "secrets_file": str(self.secrets_path),
+            "env_file": str(self.env_path),
             "engine_managed": self.engine is not None,
             "parts": [asdict(part) for part in self.parts],
         }
-        # Written aside and renamed: a reader never sees half a file.
-        tmp = self.info_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.info_path)
+        write_private(self.info_path, json.dumps(info, indent=2) + "\n")
 
     def _remove_info(self) -> None:
         self.info_path.unlink(missing_ok=True)
+        self.secrets_path.unlink(missing_ok=True)
+        self.env_path.unlink(missing_ok=True)
+
+
+def _env_file(endpoints: Endpoints) -> str:
+    """A shell file setting the four variables (quoted: a password may hold any character)."""
+    values = {
+        DATABASE_URL: endpoints.database_url,
+        ES_URL: endpoints.es_url,
+        OTLP_ENDPOINT: endpoints.otlp_endpoint,
+        JAEGER_URL: endpoints.jaeger_url,
+    }
+    lines = ["# Written by `drillui stack up`; gone when the stack stops. Use: set -a; . <this file>; set +a"]
+    lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _run_stops(stops: list[Callable[[], None]], doing: str, cause: BaseException | None = None) -> None:
@@ -460,12 +517,9 @@ def _override(env: Mapping[str, str], name: str) -> str | None:
     return value.rstrip("/")
 
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
 def _redact(url: str) -> str:
     """The URL with its password hidden, fit for an error message."""
-    return _PASSWORD.sub(r"\1***@", url)
+    return redact_url(url)
 
 
 # -- single instance and stack.json ----------------------------------------------------------
@@ -474,7 +528,7 @@ def _redact(url: str) -> str:
 def _acquire_lock(state_dir: Path) -> IO[str]:
     """Take `stack.lock` for this process's life (released when the file is closed or we die)."""
     path = state_dir / LOCK_NAME
-    lock = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the stack's life
+    lock = os.fdopen(open_private(path), "a+", encoding="utf-8")  # held open for the stack's life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -511,7 +565,8 @@ def _lock_is_held(state_dir: Path) -> bool:
         except BlockingIOError:
             return True
         # We hold the lock for a moment: no stack can be starting, so the cleanup is race-free.
-        (state_dir / INFO_NAME).unlink(missing_ok=True)
+        for name in (INFO_NAME, SECRETS_NAME, ENV_NAME):
+            (state_dir / name).unlink(missing_ok=True)
         fcntl.flock(probe, fcntl.LOCK_UN)
     return False
 
