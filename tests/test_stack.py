@@ -406,3 +406,92 @@ def test_trace_store_limit_is_a_setting(tmp_path: Path) -> None:
     env = {"DRILLUI_TRACE_MAX_SPANS": "1000", "DATABASE_URL": "postgresql://u@127.0.0.1:5/db", "ES_URL": "http://127.0.0.1:9"}
     with Stack.start(tmp_path / "state", env=env) as stack:
         assert stack.trace_store is not None and stack.trace_store.store.max_spans == 1000
+
+
+# -- a dead server is reaped, restarts, and health says so ------------------------------------
+
+ONLY_POSTGRES: Mapping[str, str] = {k: v for k, v in ALL_OVERRIDES.items() if k != DATABASE_URL}
+ONLY_ENGINE: Mapping[str, str] = {k: v for k, v in ALL_OVERRIDES.items() if k != ES_URL}
+
+
+def _gone_or_reaped(pid: int, within: float = 3.0) -> bool:
+    """True once `pid` is no process at all: not even a zombie waiting for its parent."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_killed_postmaster_restarts_on_the_same_address_with_its_data(tmp_path: Path) -> None:
+    # Default durability settings: a committed row must survive the crash.
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    url = pg.start()
+    idle = psycopg.connect(url, autocommit=True)  # its backend outlives the postmaster for a moment
+    try:
+        idle.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+        pid = pg.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while pg.running:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        ok, detail = pg.health()
+        assert not ok and detail == f"the postmaster (pid {pid}) exited: killed by SIGKILL"
+        assert pg.start() == url  # same port, same password: clients keep their DSN
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchone() == (7,)
+        assert pg.health()[0] is True
+        assert pg.restart() == url
+        assert pg.health()[0] is True
+    finally:
+        idle.close()
+        pg.stop()
+
+
+def test_the_stack_reaps_a_dead_postmaster_tells_in_health_and_restarts_it(tmp_path: Path) -> None:
+    events: list[str] = []
+    with Stack.start(tmp_path / "state", env=ONLY_POSTGRES, on_event=events.append) as stack:
+        running = Stack.attach(tmp_path / "state")
+        assert running is not None
+        report = running.health()
+        assert report["ok"] is True
+        assert report["parts"]["postgres"]["ok"] is True and report["parts"]["postgres"]["managed"] is True
+        assert report["parts"]["engine"] == {"managed": False, "ok": None, "detail": "from ES_URL, not checked by the stack"}
+
+        assert stack.postgres is not None
+        pid = stack.postgres.pid
+        os.kill(pid, signal.SIGKILL)
+        assert _gone_or_reaped(pid), "the stack left the dead postmaster a zombie"
+        with httpx.Client(base_url=stack.control_url, trust_env=False) as control:
+            health = control.get("/health")
+        assert health.status_code == 503
+        assert health.json()["ok"] is False
+        assert health.json()["parts"]["postgres"] == {
+            "managed": True,
+            "ok": False,
+            "detail": f"the postmaster (pid {pid}) exited: killed by SIGKILL",
+        }
+        assert any(event.startswith(f"postgres (pid {pid}) exited: killed by SIGKILL") for event in events)
+
+        assert running.restart_postgres()["ok"] is True
+        with psycopg.connect(stack.endpoints.database_url, connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert running.health()["ok"] is True
+
+
+def test_health_tells_when_the_engine_died(tmp_path: Path) -> None:
+    with Stack.start(tmp_path / "state", env=ONLY_ENGINE) as stack:
+        assert stack.engine is not None
+        assert stack.health()["parts"]["engine"]["ok"] is True
+        stack.engine.set_reachable(False)  # switched off by a drill: still a healthy part
+        engine = stack.health()["parts"]["engine"]
+        assert engine["ok"] is True and "switched off" in engine["detail"]
+        stack.engine.set_reachable(True)
+        os.kill(stack.engine.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while stack.health()["ok"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert "killed by SIGKILL" in stack.health()["parts"]["engine"]["detail"]

@@ -53,7 +53,7 @@ def stack_up(state_dir: Path | None, json_out: bool) -> int:
     try:
         folder = state_dir if state_dir is not None else default_state_dir()
         began = time.monotonic()
-        stack = Stack.start(folder)
+        stack = Stack.start(folder, on_event=lambda message: print(message, file=notes, flush=True))
         total = time.monotonic() - began
         try:
             if json_out:

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Final, Literal
 
+import httpx
 import osmem_server  # type: ignore[import-untyped]
 from osmem_server import resolve_binary
 
 from drillui.errors import StackError
-from drillui.stack.postgres import HOST, free_port
+from drillui.stack.postgres import HOST, describe_exit, free_port
 
 START_TIMEOUT_S: Final = 15.0
 STOP_GRACE_S: Final = 5.0
@@ -366,6 +367,33 @@ class EmbeddedEngine:
     @property
     def reachable(self) -> bool:
         return self._relay is not None and self._relay.reachable
+
+    def reap(self) -> int | None:
+        """osmem's exit status if it died (and reap it), else None."""
+        proc = self._proc
+        return None if proc is None else proc.poll()
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, one line): osmem is alive and answers, and the relay's thread runs.
+
+        A relay closed on purpose (a drill's "engine down") is healthy: the line says it is off.
+        """
+        proc, relay = self._proc, self._relay
+        if proc is None or relay is None or self._backend_url is None:
+            return False, "not running"
+        code = proc.poll()
+        if code is not None:
+            return False, f"osmem (pid {proc.pid}) exited: {describe_exit(code)}"
+        if not relay.is_alive():
+            return False, "the relay in front of osmem has stopped"
+        try:
+            response = httpx.get(self._backend_url, timeout=2.0, trust_env=False)
+        except httpx.HTTPError as exc:
+            return False, f"osmem (pid {proc.pid}) does not answer: {type(exc).__name__}: {exc}"
+        if response.status_code != 200:
+            return False, f"osmem (pid {proc.pid}) answers HTTP {response.status_code}"
+        state = "reachable" if relay.reachable else "switched off (relay closed on purpose)"
+        return True, f"osmem (pid {proc.pid}) answers; {state} at {HOST}:{relay.port}"
 
     def set_reachable(self, reachable: bool) -> None:
         """Close (False) or reopen (True) the relay's port; returns once it is done."""

@@ -25,6 +25,7 @@ a folder from an older drillui that used `trust`, a deleted password file).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -35,6 +36,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -43,6 +45,7 @@ from types import TracebackType
 from typing import Final
 from urllib.parse import quote
 
+import psutil
 import psycopg
 from platformdirs import RuntimeDirWarning
 
@@ -72,6 +75,8 @@ _SCRAM_ITERATIONS: Final = 4096  # PostgreSQL's default scram_iterations
 READY_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 10.0
 INITDB_TIMEOUT_S: Final = 120.0
+ORPHAN_GRACE_S: Final = 3.0
+"""How long the backends of a killed postmaster may take to exit before they are killed too."""
 _PORT_ATTEMPTS: Final = 4
 _LOG_TAIL_LINES: Final = 6
 
@@ -228,6 +233,10 @@ class EmbeddedPostgres:
             else self.data_dir.with_name(self.data_dir.name + PASSWORD_SUFFIX)
         )
         self._password: str | None = None
+        self._exit_code: int | None = None
+        self._last_pid: int | None = None
+        # start/stop/restart come from the owner's thread and the control server's threads.
+        self._lifecycle = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._lifeline: int | None = None
@@ -265,15 +274,84 @@ class EmbeddedPostgres:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """Whether the postmaster is alive. Polling reaps it if it died (a zombie holds its pid,
+        and postgres refuses to start while the pid in postmaster.pid answers a signal)."""
+        proc = self._proc
+        if proc is None:
+            return False
+        code = proc.poll()
+        if code is None:
+            return True
+        self._exit_code = code
+        return False
+
+    @property
+    def last_pid(self) -> int | None:
+        """The pid of the postmaster that ran last (also once it has died)."""
+        return self._proc.pid if self._proc is not None else self._last_pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last postmaster ended when it died on its own (negative: killed by that signal)."""
+        return self._exit_code
+
+    def reap(self) -> int | None:
+        """Reap a postmaster that died on its own and return its exit status; None if it did not.
+
+        For a watcher thread: it skips the check while a start, stop or restart is under way
+        (a stop also ends the process, and that is no death to report).
+        """
+        if not self._lifecycle.acquire(blocking=False):
+            return None
+        try:
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                return None
+            self._exit_code = proc.returncode
+            self._forget_dead_postmaster()
+            return self._exit_code
+        finally:
+            self._lifecycle.release()
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, one line): the postmaster is alive and answers a query with the stack's password."""
+        if self._proc is not None and not self.running:
+            self.reap()
+        if self._proc is None:
+            if self._exit_code is not None:
+                return False, f"the postmaster (pid {self._last_pid}) exited: {describe_exit(self._exit_code)}"
+            return False, "not running"
+        try:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return False, f"does not answer on {HOST}:{self._port}: {redact_url(first)}"
+        return True, f"answers on {HOST}:{self._port} (pid {self._proc.pid})"
 
     def start(self) -> str:
         """Initialise the data folder if needed, start the server, wait until it answers.
 
-        Returns the DSN. Raises StackError with the server log's last lines on failure.
+        Returns the DSN. A server that ran before is started on its previous port when that is
+        free, so a restart keeps the address clients know. A postmaster that died (killed, or
+        crashed) is reaped first and its orphaned backends are waited for (or ended), so a start
+        after a crash works. Raises StackError with the server log's last lines on failure.
         """
+        with self._lifecycle:
+            return self._start()
+
+    def restart(self) -> str:
+        """Stop the server if it runs (or reap it if it died), then start it again on its port."""
+        with self._lifecycle:
+            self.stop()
+            return self._start()
+
+    def _start(self) -> str:
         if self._proc is not None:
-            return self.url
+            if self.running:
+                return self.url
+            self._forget_dead_postmaster()
+        self._exit_code = None
         owner = system_user()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if owner is not None:
@@ -285,8 +363,9 @@ class EmbeddedPostgres:
         self._wait_for_previous_postmaster()
         self._ensure_password(owner)
         last_error: StackError | None = None
-        for _ in range(_PORT_ATTEMPTS):
-            self._launch(owner, free_port())
+        previous = self._port
+        for attempt in range(_PORT_ATTEMPTS):
+            self._launch(owner, previous if attempt == 0 and previous else free_port())
             try:
                 self._wait_ready()
             except _PortTaken as exc:
@@ -303,6 +382,10 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT: abort transactions, disconnect, checkpoint) and wait for it."""
+        with self._lifecycle:
+            self._stop()
+
+    def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -337,6 +420,7 @@ class EmbeddedPostgres:
     def __repr__(self) -> str:
         where = f"{HOST}:{self._port}" if self.running else "stopped"
         return f"EmbeddedPostgres({str(self.data_dir)!r}, {where})"
+
 
     # -- internals ------------------------------------------------------------------------
 
@@ -449,23 +533,64 @@ class EmbeddedPostgres:
                 f"could not set the Postgres password on {self.data_dir} (exit {done.returncode}): {_one_line(errors or output)}"
             )
 
+    def _forget_dead_postmaster(self) -> None:
+        """Drop a postmaster that died on its own: already reaped by `running`; end its watchdog."""
+        if self._proc is not None:
+            self._last_pid = self._proc.pid
+        self._proc = None
+        self._release_watchdog()
+
+    def _wait_for_orphans(self) -> None:
+        """Wait for the backends of a dead postmaster to go; end them if they linger.
+
+        They notice the postmaster's death and exit by themselves, usually within milliseconds,
+        but until they do they hold its shared memory and a new postmaster refuses to start
+        ("pre-existing shared memory block is still in use"). Only processes named postgres whose
+        working folder is this data folder are considered, and only once no postmaster runs there.
+        """
+        folder = os.path.realpath(self.data_dir)
+        deadline = time.monotonic() + ORPHAN_GRACE_S
+        killed = False
+        while True:
+            orphans: list[psutil.Process] = []
+            for proc in psutil.process_iter(["name", "cwd"]):
+                try:
+                    if proc.info["name"] == "postgres" and proc.info["cwd"] and os.path.realpath(proc.info["cwd"]) == folder:
+                        orphans.append(proc)
+                except psutil.Error:
+                    continue
+            if not orphans:
+                return
+            if time.monotonic() > deadline:
+                if killed:
+                    pids = ", ".join(str(p.pid) for p in orphans)
+                    raise StackError(f"old postgres processes ({pids}) on {self.data_dir} do not exit", hint=f"kill -9 {pids}")
+                for orphan in orphans:
+                    with contextlib.suppress(psutil.Error):
+                        orphan.kill()
+                killed = True
+                deadline = time.monotonic() + ORPHAN_GRACE_S
+            time.sleep(0.02)
+
     def _wait_for_previous_postmaster(self) -> None:
-        """Give a server whose owner just died time to finish its watchdog-triggered shutdown."""
+        """Give a server whose owner just died time to finish its watchdog-triggered shutdown;
+        then wait for the orphaned backends of a postmaster that was killed."""
         pid_file = self.data_dir / "postmaster.pid"
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while pid_file.exists():
             try:
                 pid = int(pid_file.read_text().split("\n", 1)[0])
             except (FileNotFoundError, ValueError):
-                return
+                break
             if not pid_alive(pid):
-                return  # stale: postgres itself ignores a pid file whose process is gone
+                break  # stale: postgres itself ignores a pid file whose process is gone
             if time.monotonic() > deadline:
                 raise StackError(
                     f"another postgres (pid {pid}) still runs on {self.data_dir}",
                     hint=f"stop it (kill {pid}) or use another state folder",
                 )
             time.sleep(0.05)
+        self._wait_for_orphans()
 
     def _launch(self, owner: tuple[int, int] | None, port: int) -> None:
         args = [
@@ -610,3 +735,15 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def describe_exit(code: int | None) -> str:
+    """A process's exit status in words: `killed by SIGKILL`, `exit code 1`."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -53,7 +53,7 @@ from drillui.stack.httpguard import (
     content_length,
     set_nodelay,
 )
-from drillui.stack.postgres import HOST, EmbeddedPostgres, pid_alive, system_user
+from drillui.stack.postgres import HOST, EmbeddedPostgres, describe_exit, pid_alive, system_user
 from drillui.stack.private import open_private, private_folder, redact_url, write_private
 from drillui.stack.tracestore import TraceStoreServer
 
@@ -190,6 +190,53 @@ class LocalEngineSwitch:
         return self._engine.reachable
 
 
+class ControlClient:
+    """Calls the control server of a stack, possibly in another process.
+
+    Every state change is sent as a JSON body with the `X-Drillui-Control` header: the server
+    refuses anything a browser could send cross-site (see httpguard).
+    """
+
+    def __init__(self, control_url: str, *, timeout: float = _CONTROL_TIMEOUT_S) -> None:
+        self.control_url = control_url.rstrip("/")
+        self.timeout = timeout
+
+    def get(self, path: str, *, ok_statuses: tuple[int, ...] = (HTTPStatus.OK,)) -> dict[str, Any]:
+        return self.call("GET", path, ok_statuses=ok_statuses)
+
+    def post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("POST", path, dict(body or {}))
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        ok_statuses: tuple[int, ...] = (HTTPStatus.OK,),
+    ) -> dict[str, Any]:
+        url = f"{self.control_url}{path}"
+        payload = body if body is not None or method == "GET" else {}
+        try:
+            # trust_env=False: a proxy from the environment must never see loopback traffic.
+            with httpx.Client(trust_env=False, timeout=self.timeout) as client:
+                response = client.request(method, url, json=payload, headers={CONTROL_HEADER: "1"})
+        except httpx.HTTPError as exc:
+            raise StackError(
+                f"the stack's control server did not answer {method} {url}: {exc}",
+                hint="is `drillui stack up` still running?",
+            ) from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            answer = {"error": response.text[:200]}
+        if response.status_code not in ok_statuses:
+            raise StackError(f"the stack's control server refused {method} {path}: {answer.get('error', response.status_code)}")
+        return answer
+
+
 class RemoteEngineSwitch:
     """The switch of a stack running in another process, through its control server."""
 
@@ -198,33 +245,13 @@ class RemoteEngineSwitch:
     def __init__(self, control_url: str, *, timeout: float = _CONTROL_TIMEOUT_S) -> None:
         self.control_url = control_url.rstrip("/")
         self.timeout = timeout
+        self._client = ControlClient(control_url, timeout=timeout)
 
     def set_reachable(self, reachable: bool) -> None:
-        self._call("POST", "/engine/up" if reachable else "/engine/down")
+        self._client.post("/engine/up" if reachable else "/engine/down")
 
     def reachable(self) -> bool:
-        return bool(self._call("GET", "/engine")["reachable"])
-
-    def _call(self, method: str, path: str) -> dict[str, Any]:
-        url = f"{self.control_url}{path}"
-        try:
-            # trust_env=False: a proxy from the environment must never see loopback traffic.
-            with httpx.Client(trust_env=False, timeout=self.timeout) as client:
-                # A JSON body and the custom header: what the control server asks of a state change.
-                payload: dict[str, Any] | None = {} if method == "POST" else None
-                response = client.request(method, url, json=payload, headers={CONTROL_HEADER: "1"})
-        except httpx.HTTPError as exc:
-            raise StackError(
-                f"the stack's control server did not answer {method} {url}: {exc}",
-                hint="is `drillui stack up` still running?",
-            ) from exc
-        try:
-            body: dict[str, Any] = response.json()
-        except ValueError:
-            body = {"error": response.text[:200]}
-        if response.status_code != HTTPStatus.OK:
-            raise StackError(f"the stack's control server refused {method} {path}: {body.get('error', response.status_code)}")
-        return body
+        return bool(self._client.get("/engine")["reachable"])
 
 
 @dataclass(frozen=True)
@@ -241,6 +268,18 @@ class RunningStack:
 
     def __repr__(self) -> str:
         return f"RunningStack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints!r})"
+
+    @property
+    def control(self) -> ControlClient:
+        return ControlClient(self.control_url)
+
+    def health(self) -> dict[str, Any]:
+        """`GET /health`: `{"ok": bool, "pid": int, "parts": {name: {"managed", "ok", "detail"}}}`."""
+        return self.control.get("/health", ok_statuses=(HTTPStatus.OK, HTTPStatus.SERVICE_UNAVAILABLE))
+
+    def restart_postgres(self) -> dict[str, Any]:
+        """Restart the stack's own Postgres (same address, data kept); its health afterwards."""
+        return self.control.post("/postgres/restart")
 
 
 class Stack:
@@ -275,6 +314,16 @@ class Stack:
     def control_url(self) -> str:
         return self._control.url
 
+    def health(self) -> dict[str, Any]:
+        """What `GET /health` answers: each part checked for real (see `_Managed.health`)."""
+        return self._control.managed.health()
+
+    def restart_postgres(self) -> str:
+        """Restart the embedded Postgres on its address (reaping a dead one first); the DSN."""
+        if self.postgres is None:
+            raise StackError("Postgres comes from DATABASE_URL and is not managed by this stack")
+        return self.postgres.restart()
+
     @property
     def info_path(self) -> Path:
         return self.state_dir / INFO_NAME
@@ -296,11 +345,13 @@ class Stack:
         *,
         env: Mapping[str, str] = os.environ,
         max_spans: int | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> Stack:
         """Start what `env` does not override; raise UsageError, StackAlreadyRunning, StackError.
 
         `max_spans` bounds the trace store's memory (oldest spans dropped first); default
-        `DRILLUI_TRACE_MAX_SPANS` or 50,000. On any failure, what was already started is
+        `DRILLUI_TRACE_MAX_SPANS` or 50,000. `on_event` hears, in one line, of a server that
+        died (called from a watcher thread). On any failure, what was already started is
         stopped again before the error propagates.
         """
         if max_spans is None:
@@ -359,8 +410,11 @@ class Stack:
                 parts.append(Part("traces", False, " + ".join(given), 0.0, detail))
 
             switch: EngineSwitch | None = LocalEngineSwitch(engine) if engine is not None else None
-            control = _ControlServer(switch)
+            managed = _Managed(postgres, engine, trace_store)
+            control = _ControlServer(switch, managed)
             stops.append(control.stop)
+            watcher = _Watcher(managed, on_event)
+            stops.append(watcher.stop)
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
             endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url)
             stack = cls(
@@ -594,8 +648,9 @@ class _ControlServer:
     foreign Origin, and for a state change a JSON body or the `X-Drillui-Control` header.
     """
 
-    def __init__(self, switch: EngineSwitch | None) -> None:
+    def __init__(self, switch: EngineSwitch | None, managed: _Managed) -> None:
         self.switch = switch
+        self.managed = managed
         # One request at a time changes reachability: down/up from two clients must not interleave.
         self.switch_lock = threading.Lock()
         self._server = _ControlHTTPServer((HOST, 0), _ControlHandler, self)
@@ -713,7 +768,23 @@ _Action = Callable[[_ControlServer], tuple[int, Mapping[str, Any]]]
 
 
 def _health(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
-    return HTTPStatus.OK, {"ok": True, "pid": os.getpid()}
+    report = control.managed.health()
+    return (HTTPStatus.OK if report["ok"] else HTTPStatus.SERVICE_UNAVAILABLE), report
+
+
+def _postgres(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+    return HTTPStatus.OK, control.managed.part_health("postgres")
+
+
+def _postgres_restart(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+    postgres = control.managed.postgres
+    if postgres is None:
+        return HTTPStatus.CONFLICT, {"error": "Postgres comes from DATABASE_URL and is not managed by this stack"}
+    try:
+        postgres.restart()
+    except StackError as exc:
+        return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
+    return HTTPStatus.OK, control.managed.part_health("postgres")
 
 
 def _engine(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
@@ -739,4 +810,77 @@ _CONTROL_ROUTES: Final[Mapping[str, Mapping[str, _Action]]] = {
     "/engine": {"GET": _engine},
     "/engine/down": {"POST": _engine_switch(False)},
     "/engine/up": {"POST": _engine_switch(True)},
+    "/postgres": {"GET": _postgres},
+    "/postgres/restart": {"POST": _postgres_restart},
 }
+
+
+# -- the parts' health, and a watcher that notices deaths ----------------------------------------
+
+_PART_VARIABLES: Final[Mapping[str, str]] = {"postgres": DATABASE_URL, "engine": ES_URL, "traces": JAEGER_URL}
+_WATCH_INTERVAL_S: Final = 0.5
+
+
+@dataclass(frozen=True)
+class _Managed:
+    """The servers this stack started; None for a part taken from the environment."""
+
+    postgres: EmbeddedPostgres | None
+    engine: EmbeddedEngine | None
+    trace_store: TraceStoreServer | None
+
+    def _server(self, name: str) -> EmbeddedPostgres | EmbeddedEngine | TraceStoreServer | None:
+        return {"postgres": self.postgres, "engine": self.engine, "traces": self.trace_store}[name]
+
+    def part_health(self, name: str) -> dict[str, Any]:
+        server = self._server(name)
+        if server is None:
+            # Someone else's server: the doctor checks it; the stack claims nothing about it.
+            return {"managed": False, "ok": None, "detail": f"from {_PART_VARIABLES[name]}, not checked by the stack"}
+        ok, detail = server.health()
+        return {"managed": True, "ok": ok, "detail": detail}
+
+    def health(self) -> dict[str, Any]:
+        """Every managed part checked for real (a query, an HTTP answer), not just "this process lives"."""
+        parts = {name: self.part_health(name) for name in _PART_VARIABLES}
+        return {"ok": all(part["ok"] is not False for part in parts.values()), "pid": os.getpid(), "parts": parts}
+
+
+class _Watcher:
+    """Reaps a managed server that died, within half a second, and says so once.
+
+    Without it a killed postmaster stays a zombie: its pid still answers signals, so a new
+    postgres refuses to start ("postmaster.pid already exists"), and nobody is told.
+    """
+
+    def __init__(self, managed: _Managed, on_event: Callable[[str], None] | None) -> None:
+        self._managed = managed
+        self._on_event = on_event
+        self._stop = threading.Event()
+        self._engine_reported = False
+        self._thread = threading.Thread(target=self._run, name="stack-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _say(self, message: str) -> None:
+        if self._on_event is not None:
+            self._on_event(message)
+
+    def _run(self) -> None:
+        while not self._stop.wait(_WATCH_INTERVAL_S):
+            postgres, engine = self._managed.postgres, self._managed.engine
+            if postgres is not None:
+                code = postgres.reap()
+                if code is not None:
+                    self._say(
+                        f"postgres (pid {postgres.last_pid}) exited: {describe_exit(code)}; restart it with "
+                        f"POST /postgres/restart on the control server, or restart the stack"
+                    )
+            if engine is not None and not self._engine_reported:
+                code = engine.reap()
+                if code is not None:
+                    self._engine_reported = True
+                    self._say(f"osmem exited: {describe_exit(code)}; its data is gone, restart the stack")

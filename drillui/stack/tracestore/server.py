@@ -9,6 +9,7 @@ to the sibling modules.
 from __future__ import annotations
 
 import binascii
+import http.client
 import json
 import logging
 import re
@@ -374,6 +375,25 @@ class TraceStoreServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, one line): the server thread runs and answers a query through its own port."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return False, "not running"
+        if not thread.is_alive():
+            return False, "the trace store's server thread has stopped"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
+        try:
+            connection.request("GET", "/api/services")
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException) as exc:
+            return False, f"does not answer on 127.0.0.1:{self.port}: {type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+        if status != 200:
+            return False, f"answers HTTP {status} on 127.0.0.1:{self.port}"
+        return True, f"answers on 127.0.0.1:{self.port}, {self.store.span_count} spans stored"
 
     def start(self) -> None:
         if self._server is not None:
