@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import threading
 import time
@@ -91,15 +92,34 @@ _CONTROL_TIMEOUT_S: Final = 10.0
 
 MAX_SPANS_ENV = "DRILLUI_TRACE_MAX_SPANS"
 DEFAULT_MAX_SPANS = 50_000
+MAX_BYTES_ENV = "DRILLUI_TRACE_MAX_BYTES"
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_MIN_MAX_BYTES: Final = 1024 * 1024
+_BYTE_UNITS: Final[Mapping[str, int]] = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+_BYTES_RE: Final = re.compile(r"(\d{1,15})\s*([a-z]*)")
 
 
 def max_spans_setting(env: Mapping[str, str] = os.environ) -> int:
     raw = env.get(MAX_SPANS_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_SPANS
-    if not raw.isdigit() or int(raw) < 100:
+    if not raw.isdigit() or int(raw) < 100 or len(raw) > 12:
         raise UsageError(f"{MAX_SPANS_ENV}={raw!r}: give a whole number of spans >= 100, e.g. {MAX_SPANS_ENV}=200000")
     return int(raw)
+
+
+def max_bytes_setting(env: Mapping[str, str] = os.environ) -> int:
+    """`DRILLUI_TRACE_MAX_BYTES`: bytes (`268435456`) or with a binary unit (`256MiB`, `1G`)."""
+    raw = env.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    match = _BYTES_RE.fullmatch(raw.lower())
+    unit = _BYTE_UNITS.get(match[2]) if match else None
+    if match is None or unit is None or int(match[1]) * unit < _MIN_MAX_BYTES:
+        raise UsageError(
+            f"{MAX_BYTES_ENV}={raw!r}: give a size of at least 1MiB, in bytes or with a unit, e.g. {MAX_BYTES_ENV}=512MiB"
+        )
+    return int(match[1]) * unit
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -345,17 +365,20 @@ class Stack:
         *,
         env: Mapping[str, str] = os.environ,
         max_spans: int | None = None,
+        max_bytes: int | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> Stack:
         """Start what `env` does not override; raise UsageError, StackAlreadyRunning, StackError.
 
-        `max_spans` bounds the trace store's memory (oldest spans dropped first); default
-        `DRILLUI_TRACE_MAX_SPANS` or 50,000. `on_event` hears, in one line, of a server that
+        `max_spans` and `max_bytes` bound the trace store's memory (oldest spans dropped first);
+        defaults `DRILLUI_TRACE_MAX_SPANS` or 50,000 and `DRILLUI_TRACE_MAX_BYTES` or 256 MiB. `on_event` hears, in one line, of a server that
         died (called from a watcher thread). On any failure, what was already started is
         stopped again before the error propagates.
         """
         if max_spans is None:
             max_spans = max_spans_setting(env)
+        if max_bytes is None:
+            max_bytes = max_bytes_setting(env)
         database_url = _override(env, DATABASE_URL)
         es_url = _override(env, ES_URL)
         jaeger_url = _override(env, JAEGER_URL)
@@ -395,12 +418,13 @@ class Stack:
 
             trace_store: TraceStoreServer | None = None
             if jaeger_url is None and otlp_endpoint is None:
-                trace_store = TraceStoreServer(host=HOST, port=0, max_spans=max_spans)
+                trace_store = TraceStoreServer(host=HOST, port=0, max_spans=max_spans, max_bytes=max_bytes)
                 began = time.monotonic()
                 trace_store.start()
                 stops.append(trace_store.stop)
                 jaeger_url = otlp_endpoint = trace_store.url.rstrip("/")
-                parts.append(Part("traces", True, "embedded", time.monotonic() - began, f"keeps {max_spans} spans"))
+                detail = f"keeps {max_spans} spans, at most {max_bytes // (1024 * 1024)} MiB"
+                parts.append(Part("traces", True, "embedded", time.monotonic() - began, detail))
             else:
                 given = [name for name, value in ((JAEGER_URL, jaeger_url), (OTLP_ENDPOINT, otlp_endpoint)) if value]
                 missing = [name for name, value in ((JAEGER_URL, jaeger_url), (OTLP_ENDPOINT, otlp_endpoint)) if not value]

@@ -46,7 +46,14 @@ from drillui.stack.tracestore.params import (
     v3_error,
     v3_find_query,
 )
-from drillui.stack.tracestore.store import DEFAULT_MAX_SPANS, StoredSpan, TraceStore, parse_go_bool
+from drillui.stack.tracestore.store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_SPANS,
+    RequestTooLarge,
+    StoredSpan,
+    TraceStore,
+    parse_go_bool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +233,12 @@ class _Handler(BaseHTTPRequestHandler):
             # JSON nested deeper than Python's recursion limit (Go's decoder stops at 10,000).
             status = status_pb2.Status(code=3, message=f"cannot decode the export request: {exc}")  # INVALID_ARGUMENT
             raise HTTPError(400, *encode_otlp(status, media_type)) from exc
-        rejected, reason = self.server.store.add(request)
+        try:
+            # A protobuf body's length is its decoded size; a JSON body's is not (it is computed).
+            rejected, reason = self.server.store.add(request, len(body) if media_type == PROTO_CT else None)
+        except RequestTooLarge as exc:
+            status = status_pb2.Status(code=8, message=str(exc))  # RESOURCE_EXHAUSTED
+            raise HTTPError(413, *encode_otlp(status, media_type)) from exc
         response = ExportTraceServiceResponse()
         if rejected:
             response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=reason))
@@ -349,20 +361,27 @@ def _go_error_headers(content_type: str) -> dict[str, str]:
 class _Server(LoopbackHTTPServer):
     def __init__(self, address: tuple[str, int], store: TraceStore) -> None:
         self.store = store
-        self.max_body_bytes = MAX_BODY_BYTES
+        # A request larger than the whole store could only evict everything and then itself.
+        self.max_body_bytes = min(MAX_BODY_BYTES, store.max_bytes)
         super().__init__(address, _Handler, name="trace store")
 
 
 class TraceStoreServer:
     """The store behind one loopback HTTP port: OTLP in at `url + "/v1/traces"`, Jaeger API out."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_spans: int = DEFAULT_MAX_SPANS) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_spans: int = DEFAULT_MAX_SPANS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if host not in ("127.0.0.1", "localhost"):
             raise UsageError(f"the trace store listens on 127.0.0.1 only, not {host!r}")
         if not 0 <= port <= 65535:
             raise UsageError(f"trace store port {port} is not a TCP port")
         self._address = ("127.0.0.1", port)
-        self.store = TraceStore(max_spans)
+        self.store = TraceStore(max_spans, max_bytes)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
