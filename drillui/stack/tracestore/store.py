@@ -64,9 +64,9 @@ DEFAULT_MAX_SPANS = 50_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 SPAN_OVERHEAD_BYTES: Final = 1536
 """Memory a stored span costs beyond its request's size on the wire: the decoded protobuf's
-structures (about 1,450 bytes for the worker's spans of ~15 attributes: upb copies strings,
-so the wire size covers them) and its tuple and index entries (about 500). Measured as RSS
-growth per stored span with `python bench/bench_tracestore.py --memory`."""
+structures (upb copies strings, so the wire size covers those) and its tuple and index entries.
+`python bench/bench_tracestore.py --memory` measures about 1,200 bytes for the worker's spans of
+~15 attributes; a span with more, smaller attributes costs more, hence the margin."""
 SEGMENT_SPANS: Final = 4096
 """Spans per index segment (see the module docstring); a segment also closes at max_bytes / 32."""
 V3_DEFAULT_SEARCH_DEPTH = 100  # Jaeger apiv3 defaultSearchDepth
@@ -304,14 +304,27 @@ def span_matches(span: StoredSpan, query: TraceQuery) -> bool:
 
 
 def _dedupe(spans: Iterable[StoredSpan]) -> list[StoredSpan]:
-    """Jaeger's DeduplicateSpans adjuster: byte-identical spans (same resource and scope) once."""
-    seen: set[tuple[bytes, bytes, bytes]] = set()
+    """Jaeger's DeduplicateSpans adjuster: byte-identical spans (same resource and scope) once.
+
+    Byte-identical spans share their span id, so only spans whose id was already seen are
+    serialized and compared (serializing every span made this the slowest part of a query).
+    """
+    seen: dict[bytes, list[StoredSpan]] = {}
+    identities: dict[int, tuple[bytes, bytes, bytes]] = {}
+
+    def identity(span: StoredSpan) -> tuple[bytes, bytes, bytes]:
+        key = identities.get(id(span))
+        if key is None:
+            key = identities[id(span)] = (span.resource.key, span.scope.key, span.proto.SerializeToString(deterministic=True))
+        return key
+
     out: list[StoredSpan] = []
     for span in spans:
-        key = (span.resource.key, span.scope.key, span.proto.SerializeToString(deterministic=True))
-        if key not in seen:
-            seen.add(key)
-            out.append(span)
+        twins = seen.setdefault(span.proto.span_id, [])
+        if twins and any(identity(twin) == identity(span) for twin in twins):
+            continue
+        twins.append(span)
+        out.append(span)
     return out
 
 
