@@ -87,7 +87,8 @@ def _describe(stack: Stack, total: float, out: TextIO) -> None:
             lines.append(f"  {part.name:<9} {urls[part.name]}  ({how})")
         if part.detail:
             lines.append(f"    {part.detail}")
-    lines.append(f"  control   {stack.control_url}  (e.g. curl -X POST -H '{CONTROL_HEADER}: 1' {stack.control_url}/engine/down)")
+    lines.append(f"  control   {stack.control_url}  GET /health; POST /engine/down|up|latency, /postgres/down|up|restart")
+    lines.append(f"    e.g. curl -X POST -H '{CONTROL_HEADER}: 1' {stack.control_url}/engine/down")
     lines.append(f"In another terminal, to set {DATABASE_URL}, {ES_URL}, {OTLP_ENDPOINT} and {JAEGER_URL} (passwords included):")
     lines.append(f"  set -a; . {shlex.quote(str(stack.env_path))}; set +a")
     lines.append("Ctrl-C (or kill -TERM) stops everything.")

@@ -267,10 +267,11 @@ class EmbeddedPostgres:
         """DSN of the `postgres` database as the `postgres` superuser."""
         return self.dsn()
 
-    def dsn(self, database: str = "postgres") -> str:
-        """The DSN of `database`, password included: show it only through `redact_url`."""
+    def dsn(self, database: str = "postgres", *, port: int | None = None) -> str:
+        """The DSN of `database` (at `port`: a relay in front), password included: show it only
+        through `redact_url`."""
         password = quote(self._current_password(), safe="")
-        return f"postgresql://{SUPERUSER}:{password}@{HOST}:{self.port}/{database}"
+        return f"postgresql://{SUPERUSER}:{password}@{HOST}:{port or self.port}/{database}"
 
     @property
     def running(self) -> bool:

@@ -13,7 +13,15 @@ run in another process must find a running stack and switch the engine off and o
   `Stack.attach` reads it) and `stack.env` (for shells: `set -a; . <state>/stack.env; set +a`).
   Nothing the stack prints shows a password.
 - A small control HTTP server on 127.0.0.1 lets another process make the engine unreachable and
-  reachable again (`POST /engine/down`, `POST /engine/up`, `GET /engine`, `GET /health`).
+  reachable again (`POST /engine/down`, `POST /engine/up`, `GET /engine`), slow it down
+  (`POST /engine/latency` with `{"seconds": 2.5}`), do the same to Postgres (`POST /postgres/down`,
+  `/postgres/up`, `GET /postgres`), restart Postgres (`POST /postgres/restart`), and tells the
+  truth about every part (`GET /health`, 503 when one is broken). State changes need a JSON body or
+  the `X-Drillui-Control` header (see httpguard).
+- Postgres, like the engine, is reached through a loopback relay (relay.py) that the stack can
+  close, so "Postgres stops accepting connections" is a real refusal: `database_url` is the relay
+  (for workers and drills), `database_direct_url` the server itself (for drillui's own probes,
+  which must keep working while a drill has Postgres "down").
 - `Stack.attach` gives that other process the endpoints and a remote `EngineSwitch`.
 
 Everything listens on 127.0.0.1 only and ends with the owning process (see postgres.py and
@@ -30,7 +38,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from email.message import Message
 from http import HTTPStatus
@@ -56,6 +64,7 @@ from drillui.stack.httpguard import (
 )
 from drillui.stack.postgres import HOST, EmbeddedPostgres, describe_exit, pid_alive, system_user
 from drillui.stack.private import open_private, private_folder, redact_url, write_private
+from drillui.stack.relay import TcpRelay
 from drillui.stack.tracestore import TraceStoreServer
 
 LOCK_NAME: Final = "stack.lock"
@@ -140,9 +149,16 @@ class Endpoints:
     """OTLP/HTTP base URL: spans go to `<otlp_endpoint>/v1/traces`."""
     jaeger_url: str
     """Base URL of the Jaeger query API (`/api/traces`, `/api/v3/traces`)."""
+    database_direct_url: str = ""
+    """Postgres itself, not through the stack's relay; the same as `database_url` when Postgres is
+    not the stack's own (given empty, it is filled in so)."""
+
+    def __post_init__(self) -> None:
+        if not self.database_direct_url:
+            object.__setattr__(self, "database_direct_url", self.database_url)
 
     def to_json(self) -> dict[str, str]:
-        """Exactly the four keys, ready for `json.dumps`. Holds passwords: see `redacted`."""
+        """The five URLs, ready for `json.dumps`. Holds passwords: see `redacted`."""
         return asdict(self)
 
     def redacted(self) -> Endpoints:
@@ -161,6 +177,7 @@ class Endpoints:
             es_url=str(data["es_url"]),
             otlp_endpoint=str(data["otlp_endpoint"]),
             jaeger_url=str(data["jaeger_url"]),
+            database_direct_url=str(data.get("database_direct_url") or data["database_url"]),
         )
 
 
@@ -195,8 +212,24 @@ class EngineSwitch(Protocol):
     def reachable(self) -> bool: ...
 
 
+class PostgresSwitch(Protocol):
+    """Makes Postgres refuse connections (and cuts the open ones) and accept them again.
+
+    Same contract as EngineSwitch, for the "Postgres unavailable" drill: `set_reachable(False)`
+    returns once `database_url` refuses connections; the server and its data are untouched, and
+    `database_direct_url` keeps working (for drillui's own probes).
+    """
+
+    @property
+    def managed(self) -> bool: ...
+
+    def set_reachable(self, reachable: bool) -> None: ...
+
+    def reachable(self) -> bool: ...
+
+
 class LocalEngineSwitch:
-    """The switch of an `EmbeddedEngine` running in this process."""
+    """The switch of an `EmbeddedEngine` running in this process; it also sets its latency."""
 
     managed: Final = True
 
@@ -208,6 +241,28 @@ class LocalEngineSwitch:
 
     def reachable(self) -> bool:
         return self._engine.reachable
+
+    def set_latency(self, seconds: float) -> None:
+        """Hold every request `seconds` (0 to 3600) before the engine sees it; ValueError if out of range."""
+        self._engine.set_latency(seconds)
+
+    def latency(self) -> float:
+        return self._engine.latency
+
+
+class LocalPostgresSwitch:
+    """The switch of the stack's own Postgres relay, in this process."""
+
+    managed: Final = True
+
+    def __init__(self, relay: TcpRelay) -> None:
+        self._relay = relay
+
+    def set_reachable(self, reachable: bool) -> None:
+        self._relay.set_reachable(reachable)
+
+    def reachable(self) -> bool:
+        return self._relay.reachable
 
 
 class ControlClient:
@@ -273,6 +328,28 @@ class RemoteEngineSwitch:
     def reachable(self) -> bool:
         return bool(self._client.get("/engine")["reachable"])
 
+    def set_latency(self, seconds: float) -> None:
+        """Hold every request `seconds` (0 to 3600) before the engine sees it."""
+        self._client.post("/engine/latency", {"seconds": seconds})
+
+    def latency(self) -> float:
+        return float(self._client.get("/engine")["latency_s"])
+
+
+class RemotePostgresSwitch:
+    """The Postgres switch of a stack running in another process, through its control server."""
+
+    managed: Final = True
+
+    def __init__(self, control_url: str, *, timeout: float = _CONTROL_TIMEOUT_S) -> None:
+        self._client = ControlClient(control_url, timeout=timeout)
+
+    def set_reachable(self, reachable: bool) -> None:
+        self._client.post("/postgres/up" if reachable else "/postgres/down")
+
+    def reachable(self) -> bool:
+        return bool(self._client.get("/postgres")["reachable"])
+
 
 @dataclass(frozen=True)
 class RunningStack:
@@ -285,6 +362,8 @@ class RunningStack:
     endpoints: Endpoints
     engine_switch: EngineSwitch | None
     """None when the engine is not the stack's own (`ES_URL` was set)."""
+    postgres_switch: PostgresSwitch | None = None
+    """None when Postgres is not the stack's own (`DATABASE_URL` was set)."""
 
     def __repr__(self) -> str:
         return f"RunningStack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints!r})"
@@ -327,6 +406,9 @@ class Stack:
         self.started_at = started_at
         self.pid = os.getpid()
         self.engine_switch: EngineSwitch | None = control.switch
+        self.postgres_switch: PostgresSwitch | None = (
+            LocalPostgresSwitch(control.managed.postgres_relay) if control.managed.postgres_relay is not None else None
+        )
         self._control = control
         self._stops = stops
 
@@ -339,10 +421,14 @@ class Stack:
         return self._control.managed.health()
 
     def restart_postgres(self) -> str:
-        """Restart the embedded Postgres on its address (reaping a dead one first); the DSN."""
-        if self.postgres is None:
-            raise StackError("Postgres comes from DATABASE_URL and is not managed by this stack")
-        return self.postgres.restart()
+        """Restart the embedded Postgres (reaping a dead one first); `database_url` is unchanged."""
+        self._control.managed.restart_postgres()
+        return self.endpoints.database_url
+
+    def _postgres_moved(self, direct_url: str) -> None:
+        """Postgres came back on another port: the relay follows it; publish the new direct URL."""
+        self.endpoints = replace(self.endpoints, database_direct_url=direct_url)
+        self._write_info()
 
     @property
     def info_path(self) -> Path:
@@ -396,12 +482,18 @@ class Stack:
         try:
             parts: list[Part] = []
             postgres: EmbeddedPostgres | None = None
+            postgres_relay: TcpRelay | None = None
+            database_direct_url = database_url
             if database_url is None:
                 postgres = EmbeddedPostgres(state_dir / PG_DIR_NAME)
                 began = time.monotonic()
-                database_url = postgres.start()
+                database_direct_url = postgres.start()
                 stops.append(postgres.stop)
-                parts.append(Part("postgres", True, "embedded", time.monotonic() - began, f"data {postgres.data_dir}"))
+                postgres_relay = _start_relay(postgres.port, "postgres")
+                stops.append(postgres_relay.stop)  # before the server: no client outlives it
+                database_url = postgres.dsn(port=postgres_relay.port)
+                detail = f"data {postgres.data_dir}, behind a relay (direct: {redact_url(database_direct_url)})"
+                parts.append(Part("postgres", True, "embedded", time.monotonic() - began, detail))
             else:
                 parts.append(Part("postgres", False, DATABASE_URL, 0.0))
 
@@ -434,13 +526,14 @@ class Stack:
                 parts.append(Part("traces", False, " + ".join(given), 0.0, detail))
 
             switch: EngineSwitch | None = LocalEngineSwitch(engine) if engine is not None else None
-            managed = _Managed(postgres, engine, trace_store)
+            managed = _Managed(postgres, postgres_relay, engine, trace_store)
             control = _ControlServer(switch, managed)
             stops.append(control.stop)
             watcher = _Watcher(managed, on_event)
             stops.append(watcher.stop)
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
-            endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url)
+            assert database_direct_url is not None
+            endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url, database_direct_url)
             stack = cls(
                 state_dir=state_dir,
                 endpoints=endpoints,
@@ -453,6 +546,7 @@ class Stack:
                 stops=stops,
             )
             stops.append(stack._remove_info)
+            managed.on_postgres_moved = stack._postgres_moved
             stack._write_info()
         except BaseException as exc:
             _run_stops(stops, "undoing a failed start", cause=exc)
@@ -487,6 +581,7 @@ class Stack:
             control_url=control_url,
             endpoints=Endpoints.from_json(secrets["endpoints"]),
             engine_switch=RemoteEngineSwitch(control_url) if info.get("engine_managed") else None,
+            postgres_switch=RemotePostgresSwitch(control_url) if info.get("postgres_managed") else None,
         )
 
     def stop(self) -> None:
@@ -526,6 +621,7 @@ class Stack:
             "secrets_file": str(self.secrets_path),
             "env_file": str(self.env_path),
             "engine_managed": self.engine is not None,
+            "postgres_managed": self.postgres is not None,
             "parts": [asdict(part) for part in self.parts],
         }
         write_private(self.info_path, json.dumps(info, indent=2) + "\n")
@@ -546,7 +642,20 @@ def _env_file(endpoints: Endpoints) -> str:
     }
     lines = ["# Written by `drillui stack up`; gone when the stack stops. Use: set -a; . <this file>; set +a"]
     lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]
+    lines.append("# Postgres itself, not through the relay a drill can close:")
+    lines.append(f"DRILLUI_DATABASE_DIRECT_URL={shlex.quote(endpoints.database_direct_url)}")
     return "\n".join(lines) + "\n"
+
+
+def _start_relay(backend_port: int, name: str) -> TcpRelay:
+    relay = TcpRelay((HOST, backend_port), name=name)
+    try:
+        relay.bind_first()
+    except BaseException:
+        relay.discard()
+        raise
+    relay.start()
+    return relay
 
 
 def _run_stops(stops: list[Callable[[], None]], doing: str, cause: BaseException | None = None) -> None:
@@ -688,11 +797,13 @@ class _ControlServer:
     def url(self) -> str:
         return f"http://{HOST}:{self._server.server_address[1]}"
 
-    def engine_state(self) -> dict[str, bool]:
+    def engine_state(self) -> dict[str, Any]:
         if self.switch is None:
             # Not ours to switch; as far as this stack knows, it is up.
             return {"reachable": True, "managed": False}
-        return {"reachable": self.switch.reachable(), "managed": self.switch.managed}
+        engine = self.managed.engine
+        latency = engine.latency if engine is not None else 0.0
+        return {"reachable": self.switch.reachable(), "managed": self.switch.managed, "latency_s": latency}
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -751,10 +862,11 @@ class _ControlHandler(BaseHTTPRequestHandler):
             action = routes.get(method)
             if action is None:
                 raise BadRequest(405, f"{method} is not allowed on {path} (use {', '.join(routes)})")
+            args: dict[str, Any] = {}
             if method != "GET":
                 check_deliberate(self.headers)
-                _json_object(self.headers, body)
-            status, answer = action(self.server.control)
+                args = _json_object(self.headers, body)
+            status, answer = action(self.server.control, args)
         except BadRequest as exc:
             self.close_connection = True
             self._reply(exc.status, {"error": exc.reason})
@@ -788,37 +900,27 @@ def _json_object(headers: Message, body: bytes) -> dict[str, Any]:
     return value
 
 
-_Action = Callable[[_ControlServer], tuple[int, Mapping[str, Any]]]
+_Answer = tuple[int, Mapping[str, Any]]
+_Action = Callable[[_ControlServer, Mapping[str, Any]], _Answer]
+_NOT_MANAGED: Final[Mapping[str, str]] = {
+    "engine": "the engine comes from ES_URL and is not managed by this stack",
+    "postgres": "Postgres comes from DATABASE_URL and is not managed by this stack",
+}
 
 
-def _health(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+def _health(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
     report = control.managed.health()
     return (HTTPStatus.OK if report["ok"] else HTTPStatus.SERVICE_UNAVAILABLE), report
 
 
-def _postgres(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
-    return HTTPStatus.OK, control.managed.part_health("postgres")
-
-
-def _postgres_restart(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
-    postgres = control.managed.postgres
-    if postgres is None:
-        return HTTPStatus.CONFLICT, {"error": "Postgres comes from DATABASE_URL and is not managed by this stack"}
-    try:
-        postgres.restart()
-    except StackError as exc:
-        return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
-    return HTTPStatus.OK, control.managed.part_health("postgres")
-
-
-def _engine(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+def _engine(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
     return HTTPStatus.OK, control.engine_state()
 
 
 def _engine_switch(reachable: bool) -> _Action:
-    def act(control: _ControlServer) -> tuple[int, Mapping[str, Any]]:
+    def act(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
         if control.switch is None:
-            return HTTPStatus.CONFLICT, {"error": "the engine comes from ES_URL and is not managed by this stack"}
+            return HTTPStatus.CONFLICT, {"error": _NOT_MANAGED["engine"]}
         try:
             with control.switch_lock:
                 control.switch.set_reachable(reachable)
@@ -829,12 +931,62 @@ def _engine_switch(reachable: bool) -> _Action:
     return act
 
 
+def _engine_latency(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
+    engine = control.managed.engine
+    if engine is None:
+        return HTTPStatus.CONFLICT, {"error": _NOT_MANAGED["engine"]}
+    seconds = args.get("seconds")
+    try:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise ValueError(f'give {{"seconds": <a number from 0 to 3600>}}, not {json.dumps(seconds)[:60]}')
+        with control.switch_lock:
+            engine.set_latency(float(seconds))
+    except ValueError as exc:
+        return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+    except StackError as exc:
+        return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
+    return HTTPStatus.OK, control.engine_state()
+
+
+def _postgres(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
+    return HTTPStatus.OK, control.managed.postgres_state()
+
+
+def _postgres_switch(reachable: bool) -> _Action:
+    def act(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
+        relay = control.managed.postgres_relay
+        if relay is None:
+            return HTTPStatus.CONFLICT, {"error": _NOT_MANAGED["postgres"]}
+        try:
+            with control.switch_lock:
+                relay.set_reachable(reachable)
+        except StackError as exc:
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
+        return HTTPStatus.OK, control.managed.postgres_state()
+
+    return act
+
+
+def _postgres_restart(control: _ControlServer, args: Mapping[str, Any]) -> _Answer:
+    if control.managed.postgres is None:
+        return HTTPStatus.CONFLICT, {"error": _NOT_MANAGED["postgres"]}
+    try:
+        with control.switch_lock:
+            control.managed.restart_postgres()
+    except StackError as exc:
+        return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
+    return HTTPStatus.OK, control.managed.postgres_state()
+
+
 _CONTROL_ROUTES: Final[Mapping[str, Mapping[str, _Action]]] = {
     "/health": {"GET": _health},
     "/engine": {"GET": _engine},
     "/engine/down": {"POST": _engine_switch(False)},
     "/engine/up": {"POST": _engine_switch(True)},
+    "/engine/latency": {"POST": _engine_latency},
     "/postgres": {"GET": _postgres},
+    "/postgres/down": {"POST": _postgres_switch(False)},
+    "/postgres/up": {"POST": _postgres_switch(True)},
     "/postgres/restart": {"POST": _postgres_restart},
 }
 
@@ -845,13 +997,36 @@ _PART_VARIABLES: Final[Mapping[str, str]] = {"postgres": DATABASE_URL, "engine":
 _WATCH_INTERVAL_S: Final = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Managed:
     """The servers this stack started; None for a part taken from the environment."""
 
     postgres: EmbeddedPostgres | None
+    postgres_relay: TcpRelay | None
     engine: EmbeddedEngine | None
     trace_store: TraceStoreServer | None
+    on_postgres_moved: Callable[[str], None] | None = None
+    """Told the new direct URL when a restarted Postgres had to take another port."""
+
+    def restart_postgres(self) -> None:
+        """Restart Postgres (reaping a dead one first); the relay follows it to its port."""
+        if self.postgres is None:
+            raise StackError(_NOT_MANAGED["postgres"])
+        before = self.postgres.port if self.postgres.running else None
+        direct = self.postgres.restart()
+        port = self.postgres.port
+        if self.postgres_relay is not None:
+            self.postgres_relay.set_backend((HOST, port))
+        if before != port and self.on_postgres_moved is not None:
+            self.on_postgres_moved(direct)
+
+    def postgres_state(self) -> dict[str, Any]:
+        state = self.part_health("postgres")
+        if self.postgres_relay is not None:
+            state["reachable"] = self.postgres_relay.reachable
+        else:
+            state["reachable"] = True  # not ours to switch; as far as this stack knows, it is up
+        return state
 
     def _server(self, name: str) -> EmbeddedPostgres | EmbeddedEngine | TraceStoreServer | None:
         return {"postgres": self.postgres, "engine": self.engine, "traces": self.trace_store}[name]
@@ -862,6 +1037,10 @@ class _Managed:
             # Someone else's server: the doctor checks it; the stack claims nothing about it.
             return {"managed": False, "ok": None, "detail": f"from {_PART_VARIABLES[name]}, not checked by the stack"}
         ok, detail = server.health()
+        if name == "postgres" and self.postgres_relay is not None:
+            relay = self.postgres_relay
+            state = "open" if relay.reachable else "closed on purpose (switched off by a drill)"
+            detail += f"; the relay at {HOST}:{relay.port} is {state}"
         return {"managed": True, "ok": ok, "detail": detail}
 
     def health(self) -> dict[str, Any]:
