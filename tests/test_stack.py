@@ -36,6 +36,7 @@ from drillui.stack.stack import (
     Stack,
     default_state_dir,
 )
+from tests.stack_fixtures import pg_tmp  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDE_VARS = (DATABASE_URL, ES_URL, JAEGER_URL, OTLP_ENDPOINT, "DRILLUI_STATE_DIR")
@@ -89,13 +90,13 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def stack_up_process(tmp_path: Path) -> Iterator[StartStackUp]:
+def stack_up_process(pg_tmp: Path) -> Iterator[StartStackUp]:  # noqa: F811
     """Start `stack_up(json_out=True)` in a subprocess; always reaped at the end."""
     started: list[subprocess.Popen[str]] = []
 
     def start(env: Mapping[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
         proc = subprocess.Popen(
-            [sys.executable, "-c", STACK_UP, str(tmp_path)],
+            [sys.executable, "-c", STACK_UP, str(pg_tmp)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -144,7 +145,8 @@ def test_postgres_answers_on_loopback_and_nowhere_else(pg: EmbeddedPostgres) -> 
                     socket.create_connection((address.address, pg.port), timeout=2).close()
 
 
-def test_postgres_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
+def test_postgres_stops_when_its_owner_is_killed(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     owner_code = textwrap.dedent(
         """
         import sys, time
@@ -339,7 +341,8 @@ def test_default_state_dir() -> None:
     assert default_state_dir({}).name == "drillui"
 
 
-def test_attach_and_remote_switch_work_across_processes(tmp_path: Path, stack_up_process: StartStackUp) -> None:
+def test_attach_and_remote_switch_work_across_processes(pg_tmp: Path, stack_up_process: StartStackUp) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     env = _clean_env(**{k: v for k, v in ALL_OVERRIDES.items() if k != ES_URL})  # only the engine
     proc, endpoints = stack_up_process(env)
 
@@ -373,8 +376,9 @@ def test_attach_and_remote_switch_work_across_processes(tmp_path: Path, stack_up
 
 
 def test_stack_up_prints_one_json_line_and_stops_every_server_on_sigterm(
-    tmp_path: Path, stack_up_process: StartStackUp
+    pg_tmp: Path, stack_up_process: StartStackUp  # noqa: F811
 ) -> None:
+    tmp_path = pg_tmp
     proc, endpoints = stack_up_process(_clean_env())
     assert set(endpoints) == {"database_url", "database_direct_url", "es_url", "otlp_endpoint", "jaeger_url", "secrets_file", "env_file"}
     assert ":***@" in endpoints["database_url"]
@@ -424,7 +428,8 @@ def _gone_or_reaped(pid: int, within: float = 3.0) -> bool:
     return False
 
 
-def test_a_killed_postmaster_restarts_on_the_same_address_with_its_data(tmp_path: Path) -> None:
+def test_a_killed_postmaster_restarts_on_the_same_address_with_its_data(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     # Default durability settings: a committed row must survive the crash.
     pg = EmbeddedPostgres(tmp_path / "pg")
     url = pg.start()
@@ -450,7 +455,8 @@ def test_a_killed_postmaster_restarts_on_the_same_address_with_its_data(tmp_path
         pg.stop()
 
 
-def test_the_stack_reaps_a_dead_postmaster_tells_in_health_and_restarts_it(tmp_path: Path) -> None:
+def test_the_stack_reaps_a_dead_postmaster_tells_in_health_and_restarts_it(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     events: list[str] = []
     with Stack.start(tmp_path / "state", env=ONLY_POSTGRES, on_event=events.append) as stack:
         running = Stack.attach(tmp_path / "state")

@@ -33,6 +33,7 @@ from drillui.stack.stack import (
     RemotePostgresSwitch,
     Stack,
 )
+from tests.stack_fixtures import pg_tmp, private_tmp_folder  # noqa: F401 - pg_tmp is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = {JAEGER_URL: "http://127.0.0.1:16699", OTLP_ENDPOINT: "http://127.0.0.1:4399"}
@@ -45,8 +46,8 @@ def _refused(exc: BaseException) -> bool:
 
 
 @pytest.fixture(scope="module")
-def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack.start(tmp_path_factory.mktemp("state"), env=ONLY_POSTGRES) as stack:
+def pg_stack() -> Iterator[Stack]:
+    with private_tmp_folder() as folder, Stack.start(folder / "state", env=ONLY_POSTGRES) as stack:
         yield stack
 
 
@@ -108,7 +109,8 @@ def test_a_restarted_postgres_is_reached_through_the_same_relay(pg_switch: Stack
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_postgres_is_switched_through_the_control_server_of_another_process(tmp_path: Path) -> None:
+def test_postgres_is_switched_through_the_control_server_of_another_process(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     code = "import sys; from pathlib import Path; from drillui.stack.cli import stack_up; sys.exit(stack_up(Path(sys.argv[1]), json_out=True))"
     env = {k: v for k, v in os.environ.items() if k not in (DATABASE_URL, ES_URL, JAEGER_URL, OTLP_ENDPOINT, "DRILLUI_STATE_DIR")}
     proc = subprocess.Popen(

@@ -34,6 +34,7 @@ from drillui.stack.stack import (
     Stack,
 )
 from drillui.stack.tracestore import TraceStoreServer
+from tests.stack_fixtures import pg_tmp  # noqa: F401 - a fixture
 
 # Everything but the engine comes from the environment: the control server then really switches it.
 ENGINE_ONLY = {
@@ -317,7 +318,8 @@ def test_stack_up_shows_no_password_of_an_override(tmp_path: Path, mode: str) ->
     assert not (state / SECRETS_NAME).exists() and not (state / ENV_NAME).exists()
 
 
-def test_the_embedded_postgres_password_is_private_and_never_shown(tmp_path: Path) -> None:
+def test_the_embedded_postgres_password_is_private_and_never_shown(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     state = tmp_path / "state"
     out, err = _stack_up(state, {ES_URL: "http://127.0.0.1:9999", JAEGER_URL: "http://127.0.0.1:16699", OTLP_ENDPOINT: "http://127.0.0.1:4399"}, "human")
     password_file = state / f"{PG_DIR_NAME}.password"
