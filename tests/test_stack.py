@@ -36,6 +36,7 @@ from drillui.stack.stack import (
     Stack,
     default_state_dir,
 )
+from tests.stack_fixtures import pg_tmp  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDE_VARS = (DATABASE_URL, ES_URL, JAEGER_URL, OTLP_ENDPOINT, "DRILLUI_STATE_DIR")
@@ -89,13 +90,13 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def stack_up_process(tmp_path: Path) -> Iterator[StartStackUp]:
+def stack_up_process(pg_tmp: Path) -> Iterator[StartStackUp]:  # noqa: F811
     """Start `stack_up(json_out=True)` in a subprocess; always reaped at the end."""
     started: list[subprocess.Popen[str]] = []
 
     def start(env: Mapping[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
         proc = subprocess.Popen(
-            [sys.executable, "-c", STACK_UP, str(tmp_path)],
+            [sys.executable, "-c", STACK_UP, str(pg_tmp)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -127,7 +128,13 @@ def test_postgres_answers_on_loopback_and_nowhere_else(pg: EmbeddedPostgres) -> 
         if conn.status == psutil.CONN_LISTEN
     ]
     assert [(addr.ip, addr.port) for addr in listening] == [("127.0.0.1", pg.port)]
-    assert pg.url == f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    password = pg.password_file.read_text().strip()
+    assert pg.url == f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/postgres"
+    # Loopback is shared by every user of the machine: without the password there is no way in.
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", connect_timeout=5).close()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(f"postgresql://postgres:wrong@127.0.0.1:{pg.port}/postgres", connect_timeout=5).close()
     with psycopg.connect(pg.url) as conn:
         row = conn.execute("SELECT host(inet_server_addr()), current_setting('listen_addresses')").fetchone()
     assert row == ("127.0.0.1", "127.0.0.1")
@@ -138,7 +145,8 @@ def test_postgres_answers_on_loopback_and_nowhere_else(pg: EmbeddedPostgres) -> 
                     socket.create_connection((address.address, pg.port), timeout=2).close()
 
 
-def test_postgres_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
+def test_postgres_stops_when_its_owner_is_killed(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     owner_code = textwrap.dedent(
         """
         import sys, time
@@ -249,7 +257,7 @@ def test_env_overrides_start_nothing(tmp_path: Path) -> None:
         with httpx.Client(base_url=stack.control_url, trust_env=False) as control:
             assert control.get("/health").json()["ok"] is True
             assert control.get("/engine").json() == {"reachable": True, "managed": False}
-            assert control.post("/engine/down").status_code == 409
+            assert control.post("/engine/down", json={}).status_code == 409
     finally:
         stack.stop()
     assert not (tmp_path / INFO_NAME).exists()
@@ -333,14 +341,15 @@ def test_default_state_dir() -> None:
     assert default_state_dir({}).name == "drillui"
 
 
-def test_attach_and_remote_switch_work_across_processes(tmp_path: Path, stack_up_process: StartStackUp) -> None:
+def test_attach_and_remote_switch_work_across_processes(pg_tmp: Path, stack_up_process: StartStackUp) -> None:  # noqa: F811
+    tmp_path = pg_tmp
     env = _clean_env(**{k: v for k, v in ALL_OVERRIDES.items() if k != ES_URL})  # only the engine
     proc, endpoints = stack_up_process(env)
 
     running = Stack.attach(tmp_path)
     assert running is not None
     assert running.pid == proc.pid
-    assert running.endpoints.to_json() == endpoints
+    assert running.endpoints.redacted().to_json() == {k: endpoints[k] for k in Endpoints.__dataclass_fields__}
     switch = running.engine_switch
     assert switch is not None and switch.managed and switch.reachable()
     with pytest.raises(StackAlreadyRunning, match=f"pid {proc.pid}"):
@@ -367,11 +376,14 @@ def test_attach_and_remote_switch_work_across_processes(tmp_path: Path, stack_up
 
 
 def test_stack_up_prints_one_json_line_and_stops_every_server_on_sigterm(
-    tmp_path: Path, stack_up_process: StartStackUp
+    pg_tmp: Path, stack_up_process: StartStackUp  # noqa: F811
 ) -> None:
+    tmp_path = pg_tmp
     proc, endpoints = stack_up_process(_clean_env())
-    assert set(endpoints) == {"database_url", "es_url", "otlp_endpoint", "jaeger_url"}
-    with psycopg.connect(endpoints["database_url"], connect_timeout=5) as conn:
+    assert set(endpoints) == {"database_url", "database_direct_url", "es_url", "otlp_endpoint", "jaeger_url", "secrets_file", "env_file"}
+    assert ":***@" in endpoints["database_url"]
+    real = json.loads(Path(endpoints["secrets_file"]).read_text())["endpoints"]
+    with psycopg.connect(real["database_url"], connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert httpx.get(endpoints["es_url"], trust_env=False).status_code == 200
     assert httpx.get(f"{endpoints['jaeger_url']}/api/services", trust_env=False).status_code == 200
@@ -398,3 +410,92 @@ def test_trace_store_limit_is_a_setting(tmp_path: Path) -> None:
     env = {"DRILLUI_TRACE_MAX_SPANS": "1000", "DATABASE_URL": "postgresql://u@127.0.0.1:5/db", "ES_URL": "http://127.0.0.1:9"}
     with Stack.start(tmp_path / "state", env=env) as stack:
         assert stack.trace_store is not None and stack.trace_store.store.max_spans == 1000
+
+
+# -- a dead server is reaped, restarts, and health says so ------------------------------------
+
+ONLY_POSTGRES: Mapping[str, str] = {k: v for k, v in ALL_OVERRIDES.items() if k != DATABASE_URL}
+ONLY_ENGINE: Mapping[str, str] = {k: v for k, v in ALL_OVERRIDES.items() if k != ES_URL}
+
+
+def _gone_or_reaped(pid: int, within: float = 3.0) -> bool:
+    """True once `pid` is no process at all: not even a zombie waiting for its parent."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_killed_postmaster_restarts_on_the_same_address_with_its_data(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
+    # Default durability settings: a committed row must survive the crash.
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    url = pg.start()
+    idle = psycopg.connect(url, autocommit=True)  # its backend outlives the postmaster for a moment
+    try:
+        idle.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+        pid = pg.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while pg.running:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        ok, detail = pg.health()
+        assert not ok and detail == f"the postmaster (pid {pid}) exited: killed by SIGKILL"
+        assert pg.start() == url  # same port, same password: clients keep their DSN
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchone() == (7,)
+        assert pg.health()[0] is True
+        assert pg.restart() == url
+        assert pg.health()[0] is True
+    finally:
+        idle.close()
+        pg.stop()
+
+
+def test_the_stack_reaps_a_dead_postmaster_tells_in_health_and_restarts_it(pg_tmp: Path) -> None:  # noqa: F811
+    tmp_path = pg_tmp
+    events: list[str] = []
+    with Stack.start(tmp_path / "state", env=ONLY_POSTGRES, on_event=events.append) as stack:
+        running = Stack.attach(tmp_path / "state")
+        assert running is not None
+        report = running.health()
+        assert report["ok"] is True
+        assert report["parts"]["postgres"]["ok"] is True and report["parts"]["postgres"]["managed"] is True
+        assert report["parts"]["engine"] == {"managed": False, "ok": None, "detail": "from ES_URL, not checked by the stack"}
+
+        assert stack.postgres is not None
+        pid = stack.postgres.pid
+        os.kill(pid, signal.SIGKILL)
+        assert _gone_or_reaped(pid), "the stack left the dead postmaster a zombie"
+        with httpx.Client(base_url=stack.control_url, trust_env=False) as control:
+            health = control.get("/health")
+        assert health.status_code == 503
+        assert health.json()["ok"] is False
+        postgres = health.json()["parts"]["postgres"]
+        assert (postgres["managed"], postgres["ok"]) == (True, False)
+        assert postgres["detail"].startswith(f"the postmaster (pid {pid}) exited: killed by SIGKILL; the relay at 127.0.0.1:")
+        assert any(event.startswith(f"postgres (pid {pid}) exited: killed by SIGKILL") for event in events)
+
+        assert running.restart_postgres()["ok"] is True
+        with psycopg.connect(stack.endpoints.database_url, connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert running.health()["ok"] is True
+
+
+def test_health_tells_when_the_engine_died(tmp_path: Path) -> None:
+    with Stack.start(tmp_path / "state", env=ONLY_ENGINE) as stack:
+        assert stack.engine is not None
+        assert stack.health()["parts"]["engine"]["ok"] is True
+        stack.engine.set_reachable(False)  # switched off by a drill: still a healthy part
+        engine = stack.health()["parts"]["engine"]
+        assert engine["ok"] is True and "switched off" in engine["detail"]
+        stack.engine.set_reachable(True)
+        os.kill(stack.engine.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while stack.health()["ok"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert "killed by SIGKILL" in stack.health()["parts"]["engine"]["detail"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -19,6 +22,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from drillui.stack.tracestore import (
+    RequestTooLarge,
+    StoredSpan,
     TraceQuery,
     TraceStore,
     TraceStoreServer,
@@ -463,3 +468,220 @@ def test_server_lifecycle_and_loopback_only() -> None:
 
     with pytest.raises(UsageError):
         TraceStoreServer(host="0.0.0.0")
+
+
+# --------------------------------------------------------------------------- indexes and bounds
+
+
+SERVICES = ("svc-a", "svc-b", "wordloom-search-outbox-worker")
+OPERATIONS = ("outbox.claim_batch", "projection.process_batch", "outbox.process", "outbox.reclaim")
+
+
+def _random_request(rnd: random.Random, trace_pool: list[int], span_counter: list[int]) -> ExportTraceServiceRequest:
+    """Spans with every place a value can hide: span, resource, scope, events, links, repeated keys."""
+    request = ExportTraceServiceRequest()
+    for _ in range(rnd.randint(1, 2)):
+        resource_spans = request.resource_spans.add()
+        resource_attrs = [_kv("service.name", rnd.choice(SERVICES))]
+        if rnd.random() < 0.3:
+            resource_attrs.append(_kv("wordloom.worker_id", f"w{rnd.randint(1, 3)}"))
+        if rnd.random() < 0.2:
+            resource_attrs.append(_kv("host.name", rnd.choice(("box1", "box2"))))
+        resource_spans.resource.attributes.extend(resource_attrs)
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.name = rnd.choice(("worker.relay", "other"))
+        if rnd.random() < 0.2:
+            scope_spans.scope.attributes.append(_kv("result", "ok"))
+        for _ in range(rnd.randint(0, 12)):
+            span_counter[0] += 1
+            if not trace_pool or rnd.random() < 0.3:
+                trace_pool.append(rnd.getrandbits(64) | 1)
+            attrs: dict[str, str | int | bool] = {"wordloom.claim_batch_id": f"b{rnd.randint(1, 25)}", "attempt": rnd.randint(1, 3)}
+            if rnd.random() < 0.6:
+                attrs["wordloom.outbox_event_id"] = f"e{span_counter[0]}"
+            if rnd.random() < 0.5:
+                attrs["result"] = rnd.choice(("ok", "retry", "failed"))
+            if rnd.random() < 0.3:
+                attrs["http.route"] = rnd.choice(("/a", "/b"))
+            if rnd.random() < 0.2:
+                attrs["batch_size"] = rnd.choice((10, 20))
+            span = _span(
+                rnd.choice(trace_pool[-8:]),
+                span_counter[0],
+                rnd.choice(OPERATIONS),
+                start_s=1_700_000_000 + rnd.randint(0, 100),
+                duration_ms=rnd.randint(1, 50),
+                status=rnd.choice((0, 0, 1, 2)),
+                attrs=attrs,
+            )
+            if rnd.random() < 0.1:  # the same key twice on one span: the first one counts
+                span.attributes.append(_kv("result", "twice"))
+            if rnd.random() < 0.15:
+                event = span.events.add(name="exception", time_unix_nano=span.start_time_unix_nano)
+                event.attributes.extend([_kv("wordloom.outbox_event_id", f"e{rnd.randint(1, span_counter[0])}"), _kv("reason", "es_4xx")])
+            if rnd.random() < 0.1:
+                link = span.links.add(trace_id=rnd.getrandbits(128).to_bytes(16, "big"), span_id=(7).to_bytes(8, "big"))
+                link.attributes.append(_kv("wordloom.claim_batch_id", f"b{rnd.randint(1, 25)}"))
+            scope_spans.spans.append(span)
+    return request
+
+
+def _random_query(rnd: random.Random, last_span: int) -> TraceQuery:
+    attributes: dict[str, str] = {}
+    for _ in range(rnd.randint(0, 2)):
+        key, value = rnd.choice(
+            [
+                ("wordloom.claim_batch_id", f"b{rnd.randint(1, 26)}"),
+                ("wordloom.outbox_event_id", f"e{rnd.randint(max(1, last_span - 300), last_span + 1)}"),
+                ("result", rnd.choice(("ok", "retry", "failed", "twice"))),
+                ("reason", "es_4xx"),
+                ("wordloom.worker_id", f"w{rnd.randint(1, 3)}"),
+                ("resource.wordloom.worker_id", f"w{rnd.randint(1, 3)}"),
+                ("resource.host.name", "box1"),
+                ("host.name", "box2"),
+                ("http.route", "/a"),  # not indexed until asked: built on first use
+                ("batch_size", "20"),
+                ("attempt", "2"),
+                ("error", "true"),
+                ("span.kind", "internal"),
+                ("scope.name", "worker.relay"),
+            ]
+        )
+        attributes[key] = value
+    return TraceQuery(
+        service_name=rnd.choice(("", *SERVICES, "nobody")),
+        operation_name=rnd.choice(("", "", *OPERATIONS)),
+        attributes=attributes,
+        start_time_min_ns=rnd.choice((None, (1_700_000_000 + rnd.randint(0, 60)) * 10**9)),
+        start_time_max_ns=rnd.choice((None, None, (1_700_000_000 + rnd.randint(40, 100)) * 10**9)),
+        duration_min_ns=rnd.choice((0, 0, 20 * 10**6)),
+        search_depth=rnd.choice((1, 3, 20, 100)),
+    )
+
+
+def _seqs(traces: list[list[StoredSpan]]) -> list[list[int]]:
+    return [[span.seq for span in trace] for trace in traces]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_indexed_answers_equal_a_linear_scan_through_eviction(seed: int) -> None:
+    rnd = random.Random(seed)
+    # Small bounds, so that eviction (by count, and by bytes for odd seeds) runs all along.
+    store = TraceStore(max_spans=rnd.choice((150, 400)), max_bytes=(300_000 if seed % 2 else 10**9))
+    traces: list[int] = []
+    counter = [0]
+    for _ in range(120):
+        store.add(_random_request(rnd, traces, counter))
+        for _ in range(8):
+            query = _random_query(rnd, counter[0])
+            for raw in (True, False):
+                assert _seqs(store.find_traces(query, raw=raw)) == _seqs(store.find_traces_linear(query, raw=raw)), query
+    assert store.span_count <= store.max_spans and store.byte_count <= store.max_bytes
+    assert "http.route" in store.indexed_keys()
+
+
+def test_the_indexes_shrink_with_eviction() -> None:
+    store = TraceStore(max_spans=1000)
+    for number in range(1, 20_001):
+        store.add(_request("svc", [_span(number, 1, "op", attrs={"wordloom.outbox_event_id": f"e{number}"})]))
+    sizes = store.index_sizes()
+    # What the indexes hold beyond the live spans is at most one partly dropped segment.
+    assert store.span_count == 1000
+    assert sizes["segments"] <= 1000 // 64 + 2
+    assert 1000 <= sizes["attribute:wordloom.outbox_event_id"] <= 1000 + 64
+    assert sizes["service"] <= 1000 + 64
+    assert _found(store, attributes={"wordloom.outbox_event_id": "e18999"}) == []  # dropped, not found
+    assert _found(store, attributes={"wordloom.outbox_event_id": "e19001"}) == [19001]
+    assert _found(store, service_name="svc", search_depth=2) == [20000, 19999]
+
+
+def _big_span(number: int, megabytes: int) -> Span:
+    return _span(number, 1, "op", attrs={"blob": "x" * (megabytes * 1024 * 1024), "wordloom.outbox_event_id": f"e{number}"})
+
+
+def test_memory_is_bounded_by_bytes_too() -> None:
+    store = TraceStore(max_spans=10_000, max_bytes=8 * 1024 * 1024)
+    for number in range(1, 41):
+        store.add(_request("svc", [_big_span(number, 1)]))
+        assert store.byte_count <= store.max_bytes
+    assert 4 <= store.span_count <= 8
+    assert _found(store, attributes={"wordloom.outbox_event_id": "e40"}) == [40]
+    assert _found(store, attributes={"wordloom.outbox_event_id": "e20"}) == []
+
+
+def test_a_request_larger_than_the_store_is_refused_whole() -> None:
+    store = TraceStore(max_bytes=2 * 1024 * 1024)
+    store.add(_request("svc", [_span(1, 1, "op")]))
+    with pytest.raises(RequestTooLarge, match="DRILLUI_TRACE_MAX_BYTES"):
+        store.add(_request("svc", [_span(2, 1, "op"), _big_span(3, 3)]))
+    assert store.span_count == 1 and _found(store, service_name="svc") == [1]
+
+
+def test_oversize_requests_get_413_and_big_spans_do_not_grow_memory() -> None:
+    limit = 8 * 1024 * 1024
+    with TraceStoreServer(max_bytes=limit) as small, httpx.Client(base_url=small.url, timeout=30) as client:
+        too_big = _request("svc", [_big_span(1, 9)]).SerializeToString()
+        response = client.post("/v1/traces", content=too_big, headers=PROTO)
+        assert response.status_code == 413
+        # Under the body limit, but with the per-span cost the store would still overflow.
+        many = _request("svc", [_span(n, 1, "op", attrs={"pad": "y" * 300}) for n in range(1, 20_001)]).SerializeToString()
+        assert len(many) < limit
+        response = client.post("/v1/traces", content=many, headers=PROTO)
+        assert response.status_code == 413
+        assert "DRILLUI_TRACE_MAX_BYTES" in status_pb2.Status.FromString(response.content).message
+        assert small.store.span_count == 0
+
+        gc.collect()
+        before = psutil.Process().memory_info().rss
+        for number in range(1, 31):
+            body = _request("svc", [_big_span(number, 3)]).SerializeToString()
+            assert client.post("/v1/traces", content=body, headers=PROTO).status_code == 200
+            assert small.store.byte_count <= limit
+        gc.collect()
+        grown = psutil.Process().memory_info().rss - before
+    # 90 MiB were sent; the store keeps at most 8 MiB of it (the rest is transient buffers).
+    assert grown < 48 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def test_trace_store_byte_limit_is_a_setting() -> None:
+    from drillui.errors import UsageError
+    from drillui.stack.stack import max_bytes_setting
+
+    assert max_bytes_setting({}) == 256 * 1024 * 1024
+    assert max_bytes_setting({"DRILLUI_TRACE_MAX_BYTES": "64MiB"}) == 64 * 1024 * 1024
+    assert max_bytes_setting({"DRILLUI_TRACE_MAX_BYTES": "1g"}) == 1024**3
+    assert max_bytes_setting({"DRILLUI_TRACE_MAX_BYTES": "2000000"}) == 2_000_000
+    for bad in ("lots", "-5", "10", "5 parsecs", "1e9", "99999999999999999999"):
+        with pytest.raises(UsageError, match="DRILLUI_TRACE_MAX_BYTES"):
+            max_bytes_setting({"DRILLUI_TRACE_MAX_BYTES": bad})
+
+
+def test_a_key_indexed_on_first_query_finds_its_values_wherever_they_are() -> None:
+    store = TraceStore()
+
+    def add(trace: int, place: str) -> None:
+        span = _span(trace, 1, "op")
+        resource: dict[str, str] = {}
+        if place == "span":
+            span.attributes.append(_kv("tenant", "t1"))
+        elif place == "event":
+            span.events.add(name="e").attributes.append(_kv("tenant", "t1"))
+        elif place == "link":
+            span.links.add(trace_id=(99).to_bytes(16, "big"), span_id=(9).to_bytes(8, "big")).attributes.append(_kv("tenant", "t1"))
+        elif place == "resource":
+            resource["tenant"] = "t1"
+        request = _request("svc", [span], **resource)
+        if place == "scope":
+            request.resource_spans[0].scope_spans[0].scope.attributes.append(_kv("tenant", "t1"))
+        store.add(request)
+
+    places = ("span", "resource", "scope", "event", "link")
+    for trace, place in enumerate(places, start=1):
+        add(trace, place)
+    assert "tenant" not in store.indexed_keys()
+    assert _found(store, attributes={"tenant": "t1"}) == [5, 4, 3, 2, 1]  # built now, from stored spans
+    assert "tenant" in store.indexed_keys()
+    for trace, place in enumerate(places, start=6):  # and kept up to date by the ingest path
+        add(trace, place)
+    assert _found(store, attributes={"tenant": "t1"}) == list(range(10, 0, -1))
+    assert _found(store, attributes={"resource.tenant": "t1"}) == [7, 2]

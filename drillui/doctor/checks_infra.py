@@ -55,7 +55,7 @@ def check_engine(ctx: DoctorContext) -> DoctorCheck:
         fix = ctx.fix_start("es")
         if ctx.inputs.control_url and ctx.inputs.infra == "embedded":
             # The usual cause on the embedded stack: a drill was interrupted with the engine off.
-            fix = f"a drill may have left the engine switched off: curl -X POST {ctx.inputs.control_url}/engine/up; else {fix}"
+            fix = f"a drill may have left the engine switched off: curl -X POST -H 'X-Drillui-Control: 1' {ctx.inputs.control_url}/engine/up; else {fix}"
         return failed(name, f"the engine at {url} does not answer: {http_error(exc)}", fix)
     if response.status_code != 200:
         return failed(name, f"the engine at {url} answers HTTP {response.status_code}: {snippet(response.text)}", ctx.fix_start("es"))

@@ -4,12 +4,17 @@ Why a foreground command: the stack lives exactly as long as this process (every
 itself when it dies), so a trainer keeps it in one terminal and runs drills, psql or a worker in
 another. With `--json` the first stdout line is the endpoints, for scripts and tests that start
 the stack as a subprocess; everything else then goes to stderr.
+
+Nothing printed shows a password: URLs are redacted. A program gets the real endpoints from the
+0600 file named by `secrets_file` in that JSON line (`{"pid": ..., "endpoints": {...}}`), or
+through `Stack.attach`; a shell from `env_file` (`set -a; . <env_file>; set +a`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -18,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from drillui.stack.httpguard import CONTROL_HEADER
 from drillui.stack.stack import (
     DATABASE_URL,
     ES_URL,
@@ -47,11 +53,11 @@ def stack_up(state_dir: Path | None, json_out: bool) -> int:
     try:
         folder = state_dir if state_dir is not None else default_state_dir()
         began = time.monotonic()
-        stack = Stack.start(folder)
+        stack = Stack.start(folder, on_event=lambda message: print(message, file=notes, flush=True))
         total = time.monotonic() - began
         try:
             if json_out:
-                print(json.dumps(stack.endpoints.to_json()), flush=True)
+                print(json.dumps(stack.summary()), flush=True)
             _describe(stack, total, notes)
             while not stop.wait(0.5):
                 pass
@@ -68,7 +74,7 @@ def stack_up(state_dir: Path | None, json_out: bool) -> int:
 
 def _describe(stack: Stack, total: float, out: TextIO) -> None:
     """The human summary: each endpoint, started or taken from the environment, and its time."""
-    endpoints = stack.endpoints
+    endpoints = stack.endpoints.redacted()
     lines = [f"drillui stack on {stack.state_dir} (pid {os.getpid()}), ready in {total:.2f} s"]
     urls = {"postgres": endpoints.database_url, "engine": endpoints.es_url}
     for part in stack.parts:
@@ -81,9 +87,9 @@ def _describe(stack: Stack, total: float, out: TextIO) -> None:
             lines.append(f"  {part.name:<9} {urls[part.name]}  ({how})")
         if part.detail:
             lines.append(f"    {part.detail}")
-    lines.append(f"  control   {stack.control_url}  (POST /engine/down, /engine/up)")
-    lines.append("In another terminal:")
-    lines.append(f"  export {DATABASE_URL}={endpoints.database_url} {ES_URL}={endpoints.es_url}")
-    lines.append(f"  export {OTLP_ENDPOINT}={endpoints.otlp_endpoint} {JAEGER_URL}={endpoints.jaeger_url}")
+    lines.append(f"  control   {stack.control_url}  GET /health; POST /engine/down|up|latency, /postgres/down|up|restart")
+    lines.append(f"    e.g. curl -X POST -H '{CONTROL_HEADER}: 1' {stack.control_url}/engine/down")
+    lines.append(f"In another terminal, to set {DATABASE_URL}, {ES_URL}, {OTLP_ENDPOINT} and {JAEGER_URL} (passwords included):")
+    lines.append(f"  set -a; . {shlex.quote(str(stack.env_path))}; set +a")
     lines.append("Ctrl-C (or kill -TERM) stops everything.")
     print("\n".join(lines), file=out, flush=True)

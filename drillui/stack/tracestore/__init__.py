@@ -8,7 +8,8 @@ evidence export and the runbook's curl commands work unchanged against a real Ja
 
 The modules follow the data flow:
 - `otlp`: export requests decoded (protobuf or OTLP/JSON), attribute values read as Jaeger does;
-- `store`: `TraceStore`, bounded span storage with Jaeger's matching rules (no HTTP);
+- `store`: `TraceStore`, span storage bounded by count and bytes, indexed, with Jaeger's
+  matching rules (no HTTP);
 - `params`: query strings parsed into a `TraceQuery` with Go's rules and Jaeger's error bodies;
 - `jaeger`: stored spans rendered as api_v3's OTLP/JSON and the legacy UI model;
 - `server`: `TraceStoreServer`, the loopback HTTP server that routes between them.
@@ -28,8 +29,11 @@ from drillui.stack.tracestore.params import (
 )
 from drillui.stack.tracestore.server import MAX_BODY_BYTES, TraceStoreServer
 from drillui.stack.tracestore.store import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_SPANS,
+    INDEXED_ATTRIBUTES,
     V3_DEFAULT_SEARCH_DEPTH,
+    RequestTooLarge,
     StoredSpan,
     TraceQuery,
     TraceStore,
@@ -37,10 +41,13 @@ from drillui.stack.tracestore.store import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_SPANS",
+    "INDEXED_ATTRIBUTES",
     "LEGACY_DEFAULT_LIMIT",
     "LEGACY_DEFAULT_LOOKBACK_NS",
     "MAX_BODY_BYTES",
+    "RequestTooLarge",
     "V3_DEFAULT_SEARCH_DEPTH",
     "StoredSpan",
     "TraceQuery",

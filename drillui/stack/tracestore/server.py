@@ -9,16 +9,15 @@ to the sibling modules.
 from __future__ import annotations
 
 import binascii
+import http.client
 import json
 import logging
 import re
-import socket
 import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 from urllib.parse import unquote_plus, urlsplit
 
@@ -32,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from drillui.errors import UsageError
+from drillui.stack.httpguard import BadRequest, LoopbackHTTPServer, check_browser_headers, content_length, set_nodelay
 from drillui.stack.tracestore.jaeger import otlp_json_traces, ui_id, ui_trace
 from drillui.stack.tracestore.otlp import JSON_CT, PROTO_CT, decode_otlp_json, encode_otlp
 from drillui.stack.tracestore.params import (
@@ -46,14 +46,23 @@ from drillui.stack.tracestore.params import (
     v3_error,
     v3_find_query,
 )
-from drillui.stack.tracestore.store import DEFAULT_MAX_SPANS, StoredSpan, TraceStore, parse_go_bool
+from drillui.stack.tracestore.store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_SPANS,
+    RequestTooLarge,
+    StoredSpan,
+    TraceStore,
+    parse_go_bool,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024 * 1024  # the OTLP spec's recommended cap, after decompression
+MAX_BODY_BYTES = 20 * 1024 * 1024
+"""Largest export request, after decompression: the OpenTelemetry Collector's default (which
+Jaeger's OTLP receiver uses); the SDK's batches of 512 spans are far below it."""
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -62,10 +71,10 @@ def _decompress(body: bytes, encoding: str) -> bytes:
         raise HTTPError(400, f"unsupported Content-Encoding {encoding!r}\n".encode())
     decompressor = zlib.decompressobj(wbits)
     try:
-        out = decompressor.decompress(body, MAX_BODY_BYTES + 1)
+        out = decompressor.decompress(body, limit + 1)
     except zlib.error as exc:
         raise ValueError(f"cannot {encoding}-decode the body: {exc}") from exc
-    if len(out) > MAX_BODY_BYTES or decompressor.unconsumed_tail:
+    if len(out) > limit or decompressor.unconsumed_tail:
         raise HTTPError(413, b"request body too large\n")
     return out
 
@@ -92,8 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # Headers and body leave in two writes; without NODELAY, Nagle + delayed ACK add ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("trace store %s - " + format, self.address_string(), *args)
@@ -114,6 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("PATCH")
 
     def _dispatch(self, method: str) -> None:
+        try:
+            check_browser_headers(self.headers, self.server.server_port, self.request_version)
+        except BadRequest as exc:
+            self.close_connection = True
+            self._send(exc.status, f"{exc.status} {exc.reason}\n".encode(), TEXT_CT, _go_error_headers(TEXT_CT))
+            return
         url = urlsplit(self.path)
         self._params = Params(url.query)
         for pattern, methods in _ROUTES:
@@ -130,9 +144,10 @@ class _Handler(BaseHTTPRequestHandler):
             except HTTPError as exc:
                 self._send(exc.status, exc.body, exc.content_type, _go_error_headers(exc.content_type))
             except (BrokenPipeError, ConnectionResetError):
-                raise  # the client left; socketserver's handle_error logs it
+                raise  # the client left; the server's handle_error notes it quietly
             except Exception as exc:
-                log.exception("trace store: %s %s failed", method, url.path)
+                log.warning("trace store: %s %s failed: %s: %s", method, url.path, type(exc).__name__, exc)
+                log.debug("trace store: %s %s failed", method, url.path, exc_info=True)
                 self.close_connection = True
                 self._send(500, f"internal error: {type(exc).__name__}: {exc}\n".encode(), TEXT_CT)
             return
@@ -163,38 +178,40 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- OTLP/HTTP receiver
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return self._read_chunked()
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
+        limit = self.server.max_body_bytes
+        chunked = self.headers.get("Transfer-Encoding", "").strip().lower()
+        try:
+            length = content_length(self.headers, limit)
+        except BadRequest as exc:
+            self.close_connection = True
+            raise HTTPError(exc.status, f"{exc.reason}\n".encode()) from None
+        if chunked:
+            if chunked != "chunked" or length is not None:
+                # Both framings at once is how request smuggling starts: refuse, as Go does.
+                self.close_connection = True
+                raise HTTPError(400, b"unsupported Transfer-Encoding or Content-Length beside it\n")
+            return self._read_chunked(limit)
+        if length is None:
             self.close_connection = True
             raise HTTPError(411, b"Content-Length required\n")
-        try:
-            length = int(length_text)
-        except ValueError as exc:
-            self.close_connection = True
-            raise HTTPError(400, b"invalid Content-Length\n") from exc
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise HTTPError(413, b"request body too large\n")
         return self.rfile.read(length)
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self, limit: int) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
             size_line = self.rfile.readline(1024)
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError as exc:
+            size_text = size_line.split(b";")[0].strip()
+            if not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size_text):
                 self.close_connection = True
-                raise HTTPError(400, b"malformed chunked body\n") from exc
+                raise HTTPError(400, b"malformed chunked body\n")
+            size = int(size_text, 16)
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailer fields carry nothing we use
                 return b"".join(parts)
             total += size
-            if total > MAX_BODY_BYTES:
+            if total > limit:
                 self.close_connection = True
                 raise HTTPError(413, b"request body too large\n")
             parts.append(self.rfile.read(size))
@@ -206,16 +223,22 @@ class _Handler(BaseHTTPRequestHandler):
         if media_type not in (PROTO_CT, JSON_CT):
             raise HTTPError(415, f"415 unsupported media type, supported: [{JSON_CT}, {PROTO_CT}]\n".encode())
         try:
-            body = _decompress(body, self.headers.get("Content-Encoding", ""))
+            body = _decompress(body, self.headers.get("Content-Encoding", ""), self.server.max_body_bytes)
             if media_type == PROTO_CT:
                 request = ExportTraceServiceRequest.FromString(body)
             else:
                 request = decode_otlp_json(body)
-        except (ValueError, DecodeError, json_format.ParseError, binascii.Error) as exc:
-            # ParseError and JSONDecodeError are ValueErrors; DecodeError is not.
+        except (ValueError, DecodeError, json_format.ParseError, binascii.Error, RecursionError) as exc:
+            # ParseError and JSONDecodeError are ValueErrors; DecodeError is not. RecursionError:
+            # JSON nested deeper than Python's recursion limit (Go's decoder stops at 10,000).
             status = status_pb2.Status(code=3, message=f"cannot decode the export request: {exc}")  # INVALID_ARGUMENT
             raise HTTPError(400, *encode_otlp(status, media_type)) from exc
-        rejected, reason = self.server.store.add(request)
+        try:
+            # A protobuf body's length is its decoded size; a JSON body's is not (it is computed).
+            rejected, reason = self.server.store.add(request, len(body) if media_type == PROTO_CT else None)
+        except RequestTooLarge as exc:
+            status = status_pb2.Status(code=8, message=str(exc))  # RESOURCE_EXHAUSTED
+            raise HTTPError(413, *encode_otlp(status, media_type)) from exc
         response = ExportTraceServiceResponse()
         if rejected:
             response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=reason))
@@ -335,34 +358,30 @@ def _go_error_headers(content_type: str) -> dict[str, str]:
     return {"X-Content-Type-Options": "nosniff"} if content_type == TEXT_CT else {}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(LoopbackHTTPServer):
     def __init__(self, address: tuple[str, int], store: TraceStore) -> None:
         self.store = store
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall offline.
-        TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("trace store: error while serving %s", client_address)
+        # A request larger than the whole store could only evict everything and then itself.
+        self.max_body_bytes = min(MAX_BODY_BYTES, store.max_bytes)
+        super().__init__(address, _Handler, name="trace store")
 
 
 class TraceStoreServer:
     """The store behind one loopback HTTP port: OTLP in at `url + "/v1/traces"`, Jaeger API out."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_spans: int = DEFAULT_MAX_SPANS) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_spans: int = DEFAULT_MAX_SPANS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if host not in ("127.0.0.1", "localhost"):
             raise UsageError(f"the trace store listens on 127.0.0.1 only, not {host!r}")
         if not 0 <= port <= 65535:
             raise UsageError(f"trace store port {port} is not a TCP port")
         self._address = ("127.0.0.1", port)
-        self.store = TraceStore(max_spans)
+        self.store = TraceStore(max_spans, max_bytes)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -375,6 +394,25 @@ class TraceStoreServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, one line): the server thread runs and answers a query through its own port."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return False, "not running"
+        if not thread.is_alive():
+            return False, "the trace store's server thread has stopped"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
+        try:
+            connection.request("GET", "/api/services")
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException) as exc:
+            return False, f"does not answer on 127.0.0.1:{self.port}: {type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+        if status != 200:
+            return False, f"answers HTTP {status} on 127.0.0.1:{self.port}"
+        return True, f"answers on 127.0.0.1:{self.port}, {self.store.span_count} spans stored"
 
     def start(self) -> None:
         if self._server is not None:
