@@ -479,7 +479,7 @@ def cmd_failed(args: argparse.Namespace, settings: DrillSettings) -> int:
     from drillui.runner.infra import open_infrastructure
     from worker.db import connect, ensure_schema, queries
 
-    with open_infrastructure(settings) as infra, connect(infra.endpoints.database_url) as conn:
+    with open_infrastructure(settings) as infra, connect(infra.endpoints.database_direct_url) as conn:
         ensure_schema(conn)
         if args.failed_command == "list":
             rows = conn.execute(queries()["list_failed"], {"projection": args.projection, "limit": args.limit}).fetchall()  # type: ignore[arg-type]

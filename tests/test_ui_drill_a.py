@@ -98,7 +98,8 @@ async def test_drill_a_from_the_screen_completes_its_checklist(infra: Infrastruc
         table = screen.query_one("#traces-table", DataTable)
         await _until(pilot, lambda: table.row_count > 0, 15, "traces in the panel")
         assert len(screen.state.logs) > 0
-        assert any(r.event == "outbox.retry_scheduled" for r in screen.state.logs.records())
+        logs = screen.state.logs
+        assert any(logs.record(n).event == "outbox.retry_scheduled" for n in range(logs.first, logs.total))
         # The gauges at the verdict are the final state (the database's), not a stale scrape.
         views = {v.signal.key: v for v in (signal_view(screen.state, s) for s in SIGNALS)}
         assert views["lag"].value == 0 and views["age"].value == 0 and views["stuck"].value == 0

@@ -172,9 +172,10 @@ class PoisonDocumentDriver(BaseDriver):
         return FaultProof(armed, f"index maps n as {n_type}; poison payload has n={POISON_PAYLOAD['n']!r}")
 
     def trigger(self, host: DrillHost) -> None:
-        host.trigger()
-        for _ in range(self.spec.count):
-            host.insert("upsert", uuid.uuid4(), POISON_PAYLOAD)
+        # One transaction for the good rows and the poison ones: a worker polling meanwhile must
+        # claim them as one batch, or the "partial" batch this drill is about never forms.
+        good = [(host.op, uuid.uuid4(), {"title": f"good document {n}", "n": n}) for n in range(host.trigger_count)]
+        host.insert_many([*good, *(("upsert", uuid.uuid4(), POISON_PAYLOAD) for _ in range(self.spec.count))])
 
     def revert(self, host: DrillHost) -> FaultProof:
         return FaultProof(False, "nothing to revert: the poison rows stay failed for the failure-management loop")

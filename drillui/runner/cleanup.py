@@ -149,7 +149,7 @@ def clean(infra: Infrastructure, *, rows: bool = False, locked: bool = False) ->
     lock). With `rows`, every outbox row a drill ever wrote goes too (done and failed ones, and
     the chronicle rows behind them), not only the unfinished ones.
     """
-    with connect(infra.endpoints.database_url) as conn:
+    with connect(infra.endpoints.database_direct_url) as conn:
         if not locked:
             acquire_run_lock(conn, "drillui clean", doing="clean")
         return _clean(infra, conn, rows=rows)

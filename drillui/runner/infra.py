@@ -56,7 +56,7 @@ class Infrastructure:
         except (httpx.HTTPError, ValueError) as exc:
             out["engine"] = f"unknown ({type(exc).__name__})"
         try:
-            with psycopg.connect(self.endpoints.database_url, connect_timeout=3) as conn:
+            with psycopg.connect(self.endpoints.database_direct_url, connect_timeout=3) as conn:
                 row = conn.execute("SHOW server_version").fetchone()
                 out["postgres"] = row[0] if row else "?"
         except psycopg.Error as exc:

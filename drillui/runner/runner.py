@@ -329,6 +329,9 @@ class DrillRunner:
         [eid] = self._insert_many([(op, entity_id, payload)], delay=delay, projection=projection)
         return eid
 
+    def insert_many(self, rows: list[tuple[str, uuid.UUID, Any]]) -> list[uuid.UUID]:
+        return self._insert_many(rows)
+
     def _insert_many(self, rows: list[tuple[str, uuid.UUID, Any]], *, delay: float = 0.0,
                      projection: str | None = None) -> list[uuid.UUID]:
         assert self.snapshot is not None
@@ -487,7 +490,8 @@ class DrillRunner:
         `RunRefused` (no folder left) when it must not start, `StackError` when the database
         cannot be reached at all."""
         try:
-            self._conn = connect(self.infra.endpoints.database_url)
+            # drillui's own probes go to the server itself: a drill may close the relay the workers use.
+            self._conn = connect(self.infra.endpoints.database_direct_url)
         except psycopg.Error as exc:
             raise StackError(f"cannot connect to Postgres at {redact_url(self.infra.endpoints.database_url)}: "
                              f"{redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)}",
@@ -877,7 +881,7 @@ class DrillRunner:
         left = [w.name for w in self.workers if w.alive()]
         if left:
             problems.append(f"worker process(es) still running: {', '.join(left)}")
-        with connect(self.infra.endpoints.database_url) as conn:
+        with connect(self.infra.endpoints.database_direct_url) as conn:
             row = conn.execute(
                 "SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'processing') AND id = ANY(%s)", (self.trigger_ids,)
             ).fetchone()
