@@ -47,6 +47,9 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
 # Lines a person can read per second on a shared screen; past it the status line says what is skipped.
 READABLE_PER_SECOND = 20.0
 RATE_WINDOW_SECONDS = 2.0
+MIN_RATE_SPAN_SECONDS = 1.0
+# The screen repaints at most this often: the lines of one paint beyond a screenful are not seen.
+PAINT_SECONDS = 0.1
 
 
 def _cell(rec: LogRecord, name: str) -> tuple[str, str]:
@@ -290,7 +293,7 @@ class LogsPanel(Vertical):
         self.filter: LogFilter = LogFilter()
         self._seen_total = 0
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
-        self._per_paint = 0
+
         self._filter_pending: LogFilter | None = None
         self._event_width = 12
 
@@ -338,7 +341,7 @@ class LogsPanel(Vertical):
         now = time.monotonic()
         total = self.buffer.total
         new = total - self._seen_total
-        self._per_paint = new
+
         self._rate.append((now, total))
         longest = self._event_width
         for n in range(max(self.buffer.first, total - min(new, 200)), total):
@@ -390,9 +393,11 @@ class LogsPanel(Vertical):
         self._status()
 
     def rate(self) -> float:
+        """Lines per second over the last seconds; 0 until a second of arrivals has been seen
+        (a burst, a replay's seek, is not a flood)."""
         now = time.monotonic()
         recent = [(t, n) for t, n in self._rate if now - t <= RATE_WINDOW_SECONDS]
-        if len(recent) < 2 or recent[-1][0] <= recent[0][0]:
+        if len(recent) < 2 or recent[-1][0] - recent[0][0] < MIN_RATE_SPAN_SECONDS:
             return 0.0
         return (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])
 
@@ -407,9 +412,9 @@ class LogsPanel(Vertical):
             if not self.filter.empty:
                 text += f" · filter: {self.filter}"
         per_second = self.rate()
-        if per_second > READABLE_PER_SECOND:
-            rows = max(1, view.size.height)
-            one_in = max(1, round(max(self._per_paint, 1) / rows))
+        rows = max(1, view.size.height)
+        one_in = round(per_second * PAINT_SECONDS / rows)
+        if per_second > READABLE_PER_SECOND and one_in > 1:
             text = f"showing 1 in {one_in:,}, {per_second:,.0f} lines/s · " + text + " · / filters every kept line"
         self.query_one("#logs-status", Static).update(text)
 
