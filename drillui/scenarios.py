@@ -355,18 +355,48 @@ def parse_catalog(data: Any, *, source: str = "scenarios.yaml") -> Catalog:
         raise UsageError(f"{source}: {_where(data, tuple(err['loc']))}: {msg}") from None
 
 
+MAX_CATALOG_BYTES = 4 << 20
+MAX_YAML_DEPTH = 64
+
+
+class _CatalogLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what a drill catalog never needs and an attacker loves:
+    aliases (a few hundred bytes of `&a [*a, *a, ...]` expand to gigabytes) and nesting deep
+    enough to exhaust the parser's recursion."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(problem=f"aliases (*{event.anchor}) are not allowed in a drill catalog: "
+                                               "write the value out", problem_mark=event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                           problem_mark=self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_catalog(path: Path | None = None) -> Catalog:
     p = path or DEFAULT_CATALOG
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.stat().st_size > MAX_CATALOG_BYTES:
+            raise UsageError(f"scenario file {p} is larger than {MAX_CATALOG_BYTES >> 20} MB: not a drill catalog")
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read scenario file {p}: {exc.strerror}", hint="pass --scenarios PATH") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{p.name}: not UTF-8 text (byte {exc.start}: {exc.reason})", hint="save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_CatalogLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise UsageError(f"{p.name}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except RecursionError:
+        raise UsageError(f"{p.name}: nested too deep to be a drill catalog") from None
     return parse_catalog(data, source=p.name)
 
 

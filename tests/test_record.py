@@ -311,3 +311,57 @@ def test_live_and_offline_judge_every_drill_the_same(letter: str, seed: int, tmp
     assert [Check.from_json(c) for c in screen.checks.values()] == live_final
     assert screen.end_state == state
     assert [e.id for e in evaluate(drill, offline_state, final=True)] == [c.id for c in live_final]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("legacy", [False, True], ids=["event-log", "legacy"])
+def test_verify_streams_a_huge_worker_log(tmp_path: Path, legacy: bool) -> None:
+    """A 150 MB worker log: verify folds it chunk by chunk instead of holding it (it used to
+    peak at 2.8 GB for a 450 MB log)."""
+    import subprocess
+    import sys
+
+    from drillui.ui import demo
+
+    snap = Snapshot(tmp_path / "snapshots", "es_down_connect", demo.RUN_ID)
+    snap.path.mkdir(parents=True)
+    (snap.path / "_logs").mkdir()
+    log = snap.path / "_logs" / f"worker-{demo.RUN_ID}.log"
+    line = (json.dumps({"ts": "2027-01-15T08:00:01.000000Z", "level": "info", "event": "outbox.processed",
+                        "msg": "x" * 400, "result": "ok"}) + "\n").encode()
+    with open(log, "wb") as fh:
+        for _ in range(150 * (1 << 20) // len(line)):
+            fh.write(line)
+    events = demo.events()
+    if legacy:
+        from drillui.record.snapshot import Recipe
+
+        snap.write_json("_recipe.json", Recipe(scenario="es_down_connect", letter="A", run_id=snap.run_id,
+                                               drill=demo.catalog().drills[0].model_dump(mode="json"),
+                                               workers=[{"name": "worker", "worker_id": demo.WORKER_ID}]))
+    else:
+        writer = EventLogWriter(snap.events_path)
+        size, start, n = log.stat().st_size, 0, 1
+        for ev in events[:-2]:
+            writer.append(ev)
+        chunk = 8 << 20
+        while start < size:  # the huge log as the runner records it past its budget: by reference
+            end = min(size, start + chunk)
+            count = chunk // len(line) if end < size else (size - start) // len(line)
+            end = start + count * len(line)
+            writer.append(LogLinesSeen(worker="worker", file=f"_logs/{log.name}", start=start, end=end,
+                                       first_line=n, lines=(), omitted=count))
+            start, n = end, n + count
+        for ev in events[-2:]:
+            writer.append(ev)
+        writer.close()
+    end = events[-1]
+    assert isinstance(end, RunEnded)
+    snap.write_json("_result.json", dict(end.verdict or {}))
+    code = ("import resource, sys; from drillui.cli import main; rc = main(['--scenarios', sys.argv[1], 'verify', 'A', "
+            "'--snapshots', sys.argv[2]]); print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "scenarios.yaml"), str(tmp_path / "snapshots")],
+                          capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    rss_mb = int(proc.stderr.rsplit("RSS", 1)[1].split()[0]) / 1024
+    assert rss_mb < 250, f"verify held the log: {rss_mb:.0f} MB resident for a 150 MB log"

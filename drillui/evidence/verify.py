@@ -11,14 +11,18 @@ that changed since is reported, never silently used.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from drillui.evidence.checks import Check, CheckTracker, Verdict, end_state, evaluate, key_figure, report_notes
 from drillui.evidence.state import RunState
-from drillui.record.events import OBSERVATIONS, Event, RunEnded, RunStarted
+from drillui.record.events import OBSERVATIONS, Event, RunStarted
 from drillui.record.reader import RecordedRun
 from drillui.record.snapshot import ManifestCheck, Result
 from drillui.scenarios import Drill, parse_drill
+
+
+VERIFY_LOG_LINES = 100
 
 
 @dataclass
@@ -38,9 +42,10 @@ class Verification:
         return not self.differences and (self.manifest.intact or self.run.legacy)
 
 
-def replay(drill: Drill, events: list[Event]) -> tuple[RunState, CheckTracker]:
-    """Fold `events` and evaluate the live checks after each observation, as the recorder did."""
-    state = RunState(drill)
+def replay(drill: Drill, events: Iterable[Event]) -> tuple[RunState, CheckTracker]:
+    """Fold `events` and evaluate the live checks after each observation, as the recorder did.
+    Streams: the checks need tallies, not the lines themselves (a few are kept)."""
+    state = RunState(drill, log_lines=VERIFY_LOG_LINES)
     tracker = CheckTracker()
     for ev in events:
         state.apply(ev)
@@ -53,7 +58,7 @@ def replay(drill: Drill, events: list[Event]) -> tuple[RunState, CheckTracker]:
 
 def recorded_drill(run: RecordedRun, catalog_drill: Drill | None) -> tuple[Drill, list[str]]:
     notes: list[str] = []
-    started = next((e for e in run.events if isinstance(e, RunStarted)), None)
+    started = next((e for e in run.iter_events() if isinstance(e, RunStarted)), None)
     drill: Drill | None = None
     if started is not None and started.drill:
         drill = parse_drill(dict(started.drill), source=f"{run.snapshot.path.name}: the recorded drill")
@@ -69,9 +74,9 @@ def recorded_drill(run: RecordedRun, catalog_drill: Drill | None) -> tuple[Drill
 
 def verify(run: RecordedRun, catalog_drill: Drill | None = None) -> Verification:
     drill, notes = recorded_drill(run, catalog_drill)
-    state, tracker = replay(drill, run.events)
+    state, tracker = replay(drill, run.iter_events())
     checks = tracker.final(evaluate(drill, state, final=True), state)
-    ended = next((e for e in reversed(run.events) if isinstance(e, RunEnded)), None)
+    ended = state.ended
     error = ended.why if ended is not None and ended.state == "error" else None
     state_word, why = end_state(checks, stopped=state.stop is not None, error=error)
     if state_word == "stopped" and state.stop is not None:

@@ -9,6 +9,7 @@ narration's phases. This module turns what is there into the same typed events (
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from drillui.record.events import (
@@ -61,7 +62,10 @@ def _rows(snap: MetricsSnapshot) -> tuple[tuple[str, dict[str, str], float, str]
     return tuple((s.name, dict(s.labels), s.value, s.kind) for s in snap.samples)
 
 
-def legacy_events(snap: Snapshot) -> tuple[list[Event], list[str]]:
+CHUNK_BYTES = 4 << 20
+
+
+def legacy_events(snap: Snapshot) -> tuple[Iterator[Event], list[str]]:
     recipe = snap.recipe()
     if recipe is None:
         from drillui.record.snapshot import SnapshotError
@@ -118,14 +122,8 @@ def legacy_events(snap: Snapshot) -> tuple[list[Event], list[str]]:
                 rows.append((parsed.name, labels, float(value), "gauge"))
             at(float(row.get("t", t0)), MetricsSampled(worker=str(row.get("worker")), phase="live", taken_at=float(row.get("t", t0)),
                                                        samples=tuple(rows), full=False), 2)
-    for log in snap.log_files():
-        source = snap.log_source(log)
-        data = log.read_bytes()
-        lines = tuple(line.decode("utf-8", "replace") for line in data.split(b"\n"))
-        if lines and lines[-1] == "":
-            lines = lines[:-1]
-        at(timeline.finished_at, LogLinesSeen(worker=source, file=snap.relative(log), start=0, end=len(data), first_line=1,
-                                              lines=lines), 3)
+    # The logs are read last, in bounded chunks, when the events are consumed (see below).
+    logs_at = timeline.finished_at if timeline.finished_at is not None else t0
     if fault.arm is not None:
         cls = FaultArmed if fault.arm.armed else FaultNotArmed
         fault_type = str((recipe.drill.get("fault") or {}).get("type", "?"))
@@ -159,6 +157,48 @@ def legacy_events(snap: Snapshot) -> tuple[list[Event], list[str]]:
         at(timeline.finished_at, RunEnded(state=result.end_state, why="recorded before end states" if not result.why else result.why,  # type: ignore[arg-type]
                                           verdict=result.model_dump(mode="json"), duration=result.duration_seconds or 0.0), 9)
     timed.sort(key=lambda x: (x[0], x[1]))
-    events = [_stamp(ev, wall, i + 1, t0) for i, (wall, _, ev) in enumerate(timed)]
-    return events, list(MISSING)
+
+    def stream() -> Iterator[Event]:
+        seq = 0
+        logs_done = False
+        for wall, order, ev in timed:
+            if not logs_done and (wall, order) > (logs_at, 3):
+                logs_done = True
+                for log_ev in _log_chunks(snap):
+                    seq += 1
+                    yield _stamp(log_ev, logs_at, seq, t0)
+            seq += 1
+            yield _stamp(ev, wall, seq, t0)
+        if not logs_done:
+            for log_ev in _log_chunks(snap):
+                seq += 1
+                yield _stamp(log_ev, logs_at, seq, t0)
+
+    return stream(), list(MISSING)
+
+
+def _log_chunks(snap: Snapshot) -> Iterator[LogLinesSeen]:
+    """Each worker log as events of at most CHUNK_BYTES: a huge log is never held whole."""
+    for log in snap.log_files():
+        source = snap.log_source(log)
+        offset, line_no, pending = 0, 1, b""
+        with open(log, "rb") as fh:
+            while True:
+                data = fh.read(CHUNK_BYTES)
+                if not data:
+                    break
+                block = pending + data
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    pending = block
+                    continue
+                body, pending = block[:cut], block[cut + 1:]
+                lines = tuple(line.decode("utf-8", "replace") for line in body.split(b"\n"))
+                yield LogLinesSeen(worker=source, file=snap.relative(log), start=offset, end=offset + cut + 1,
+                                   first_line=line_no, lines=lines)
+                offset += cut + 1
+                line_no += len(lines)
+        if pending:
+            yield LogLinesSeen(worker=source, file=snap.relative(log), start=offset, end=offset + len(pending),
+                               first_line=line_no, lines=(pending.decode("utf-8", "replace"),))
 

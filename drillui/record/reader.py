@@ -20,11 +20,30 @@ from drillui.sources.logs import read_chunk
 
 @dataclass
 class RecordedRun:
+    """A run's record, read on demand: `iter_events()` streams it (a long run's record is never
+    held whole), `events` holds it as a list for the replay player."""
+
     snapshot: Snapshot
-    events: list[Event]
     legacy: bool = False
     missing: list[str] = field(default_factory=list)
     """What this record cannot show (for runs recorded before the event log)."""
+    _events: list[Event] | None = field(default=None, repr=False)
+
+    def iter_events(self) -> Iterator[Event]:
+        if self._events is not None:
+            yield from self._events
+        elif self.legacy:
+            from drillui.record.legacy import legacy_events
+
+            yield from legacy_events(self.snapshot)[0]
+        else:
+            yield from resolve_references(self.snapshot, iter_events(self.snapshot.events_path))
+
+    @property
+    def events(self) -> list[Event]:
+        if self._events is None:
+            self._events = list(self.iter_events())
+        return self._events
 
 
 def resolve_references(snap: Snapshot, events: Iterable[Event]) -> Iterator[Event]:
@@ -44,8 +63,9 @@ def resolve_references(snap: Snapshot, events: Iterable[Event]) -> Iterator[Even
 def read_run(path: Path) -> RecordedRun:
     snap = Snapshot.open(path)
     if snap.events_path.exists():
-        return RecordedRun(snap, list(resolve_references(snap, iter_events(snap.events_path))))
-    from drillui.record.legacy import legacy_events
+        return RecordedRun(snap)
+    from drillui.record.legacy import MISSING, legacy_events
 
-    events, missing = legacy_events(snap)
-    return RecordedRun(snap, events, legacy=True, missing=missing)
+    if snap.recipe() is None:
+        legacy_events(snap)  # raises the clear error: not a run folder
+    return RecordedRun(snap, legacy=True, missing=list(MISSING))
