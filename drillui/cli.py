@@ -8,6 +8,10 @@
     drillui replay [ID [RUN]]    play a recorded run back: pause, step, seek, speed
     drillui watch [ID]           follow the run in progress from another terminal, read-only
     drillui serve                the watch screen (and chosen replays) in browsers
+    drillui train [ID|--surprise] a blind training drill: the trainee's screen hides the answer
+    drillui watch --trainer      the trainer's view of it: hidden parts, answers, hints, end
+    drillui answer RUN [Q VALUE] grade an answer heard aloud against the run's evidence
+    drillui scores [--since D]   the scoreboard of a session's training runs
     drillui export ID [--run R]  query the trace backend again by a run's ids, into a new folder
     drillui report [RUN...|--since D]  one self-contained HTML page of a session's runs
     drillui clean [ID]           revert what drills left behind; prune old snapshots
@@ -19,6 +23,8 @@ Global options (--state-dir, --scenarios, --infra) go before or after the subcom
 Exit codes of `run` (and of `verify`, for the state it recomputes): 0 passed, 1 failed,
 2 bad usage, 3 stopped (by the trainer or a signal), 4 refused (another drill running, or a
 dirty environment: nothing was recorded), 5 error (the infrastructure broke during the run).
+
+Exit codes of `answer`: 0 right, 1 wrong, 2 bad input (5 when the live run does not answer).
 
 Every expected failure is a DrillError: printed as one line on stderr, exit code from the error.
 """
@@ -129,6 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     watch = add("watch", help="follow the run in progress from another terminal, read-only")
     watch.add_argument("drill", nargs="?", help="only runs of this drill (default: any)")
     watch.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+    watch.add_argument("--trainer", action="store_true",
+                       help="the trainer's view of a training run: the drill, its checks, the answers as they arrive; "
+                            "h sends the next hint, R recovers the fault, s ends the drill")
+
+    train = add("train", help="a blind training drill: the trainee answers the drill's questions from the evidence")
+    train.add_argument("drill", nargs="?", help="drill id or letter (default: pick on screen)")
+    train.add_argument("--surprise", action="store_true", help="a drill picked at random (the control drill included)")
+    train.add_argument("--trainee", help="the trainee's name (default: asked on screen)")
+    train.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="evidence root (default ./snapshots)")
+    train.add_argument("--hold", type=_seconds, default=None,
+                       help="the longest the fault is held before it recovers by itself (default 600 s)")
+
+    ans = add("answer", help="grade an answer against a run's recorded evidence (exit 0 right, 1 wrong, 2 bad input)")
+    ans.add_argument("run", metavar="RUN", help="a run id, DRILL/RUN_ID, a drill (its latest run), a run folder, or `latest`")
+    ans.add_argument("question", nargs="?", help="the question's id (without it: the run's questions)")
+    ans.add_argument("value", nargs="?", help="the answer")
+    ans.add_argument("--by", default="", help="who answered (default: the run's trainee)")
+    ans.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+    ans.add_argument("--json", action="store_true")
+
+    sc = add("scores", help="the scoreboard of training runs: per run, and per trainee")
+    sc.add_argument("--since", help="runs started since: an ISO date/time (UTC) or 30m, 2h, 3d (default: today, UTC)")
+    sc.add_argument("--snapshots", type=Path, default=Path("snapshots"))
+    sc.add_argument("--json", action="store_true")
 
     serve = add("serve", help="serve `watch` (and replays of chosen runs) to browsers, read-only")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; any other prints an access token)")
@@ -325,7 +355,94 @@ def cmd_watch(args: argparse.Namespace, settings: DrillSettings) -> int:
         raise UsageError(f"--snapshots {args.snapshots} is a file, not a folder")
     from drillui.ui.app import run_guarded
 
-    return run_guarded(ViewerApp(catalog, watch_root=args.snapshots, drill_id=drill_id, settings=settings))
+    return run_guarded(ViewerApp(catalog, watch_root=args.snapshots, drill_id=drill_id, settings=settings,
+                                 trainer=args.trainer))
+
+
+def cmd_train(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.scenarios import load_catalog
+    from drillui.ui.app import run_training
+
+    catalog = load_catalog(settings.catalog_path())
+    if args.drill and args.surprise:
+        raise UsageError("give a drill or --surprise, not both")
+    drill = catalog.get(args.drill) if args.drill else None
+    if drill is not None and not drill.questions:
+        raise UsageError(f"drill {drill.id} has no training questions", hint="drillui list shows the drills; "
+                         "add questions to it in scenarios.yaml")
+    trainee = (args.trainee or "").strip() or None
+    if trainee is not None and (len(trainee) > 40 or not trainee.isprintable()):
+        raise UsageError(f"--trainee {args.trainee!r}: give a printable name of at most 40 characters")
+    return run_training(settings, snapshots=args.snapshots, drill=drill, surprise=args.surprise, trainee=trainee,
+                        hold=args.hold)
+
+
+def _find_run(snapshots: Path, text: str, settings: DrillSettings) -> Path:
+    """A run folder from a run id (any drill), `latest`, DRILL, DRILL/RUN_ID or a folder path."""
+    from drillui.record.snapshot import EVENTS, RUN_ID_PATTERN
+
+    if snapshots.exists() and not snapshots.is_dir():
+        raise UsageError(f"--snapshots {snapshots} is a file, not a folder")
+    candidates = [p for p in snapshots.iterdir() if p.is_dir()] if snapshots.is_dir() else []
+    if text == "latest" or RUN_ID_PATTERN.match(text):
+        found = sorted((run for d in candidates for run in d.iterdir() if (run / EVENTS).exists()
+                        and (text == "latest" and RUN_ID_PATTERN.match(run.name) or run.name == text)),
+                       key=lambda p: p.name)
+        if not found:
+            raise UsageError(f"no run {'at all' if text == 'latest' else text} under {snapshots}",
+                             hint="pass --snapshots where the runs are; `drillui scores` lists training runs")
+        if text != "latest" and len(found) > 1:
+            raise UsageError(f"run id {text} is a run of {len(found)} drills: give DRILL/{text}")
+        return found[-1]
+    return _resolve_run(snapshots, [text], settings)
+
+
+def cmd_answer(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.training.answers import answer, expects, is_live, recorded_drill
+
+    folder = _find_run(args.snapshots, args.run, settings)
+    drill = recorded_drill(folder)
+    if args.question is None:
+        if not drill.questions:
+            raise UsageError(f"{folder.parent.name}/{folder.name}: this drill has no training questions")
+        if args.json:
+            print(json.dumps([{"id": q.id, "ask": q.ask, "kind": q.kind, "expects": expects(q), "points": q.points}
+                              for q in drill.questions], indent=2))
+            return 0
+        state = "in progress" if is_live(folder) else "ended"
+        print(f"run {folder.name} ({state}): answer with  drillui answer {folder.name} QUESTION VALUE")
+        for q in drill.questions:
+            print(f"  {q.id:<10} {q.ask}  [{q.points} points]")
+            print(f"  {'':<10} expects {expects(q)}")
+        return 0
+    if args.value is None:
+        raise UsageError(f"give the answer after the question: drillui answer {args.run} {args.question} VALUE")
+    try:
+        got = answer(folder, args.question, args.value, by=args.by)
+    except TimeoutError as exc:
+        print(f"drillui: {exc}", file=sys.stderr)
+        return 5
+    if not got.counted:
+        raise UsageError(f"question {got.question}: {got.value!r} is not an answer: {got.evidence}")
+    if args.json:
+        print(json.dumps({"question": got.question, "value": got.value, "right": got.right, "evidence": got.evidence,
+                          "after_end": got.after_end}, indent=2))
+    else:
+        print(f"{'RIGHT' if got.right else 'WRONG'}  {got.question} = {got.value}")
+        print(f"       {got.evidence}")
+        print(f"       recorded in {folder}" + (" (_answers.jsonl: the run had ended)" if got.after_end else ""))
+    return 0 if got.right else 1
+
+
+def cmd_scores(args: argparse.Namespace, settings: DrillSettings) -> int:
+    from drillui.training.scoreboard import print_scoreboard, scoreboard
+
+    board = scoreboard(args.snapshots, args.since)
+    if args.json:
+        print(json.dumps(board.to_json(), indent=2))
+    else:
+        print_scoreboard(board, sys.stdout)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: DrillSettings) -> int:
@@ -572,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "replay": cmd_replay,
             "watch": cmd_watch,
             "serve": cmd_serve,
+            "train": cmd_train,
+            "answer": cmd_answer,
+            "scores": cmd_scores,
         }[args.command]
         return handler(args, settings)
     except DrillError as exc:

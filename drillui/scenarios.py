@@ -277,6 +277,33 @@ class DrillSignal(_Model):
         return self
 
 
+class Question(_Model):
+    """A question of training mode, graded from the run's evidence (`drillui.training.grading`):
+    the catalog says what to ask and which property of the evidence answers it, never the answer."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    ask: str
+    kind: Literal["failure_class", "id", "yes_no"]
+    property: str | None = None
+    """For `id` questions, e.g. failed_event, retried_batch_trace, lost_lease_worker; for `yes_no`
+    questions, e.g. event_lost. Not used by `failure_class`."""
+    points: int = Field(30, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _property(self) -> Question:
+        if self.kind != "failure_class" and not self.property:
+            raise ValueError(f"a {self.kind} question names the property of the evidence that answers it")
+        return self
+
+
+class RedHerring(_Model):
+    """Something true but irrelevant that a trainee may chase (training mode's decoys)."""
+
+    kind: Literal["warning_log", "noisy_metric"]
+    every: float = Field(1.5, gt=0.1, le=60)
+    """Seconds between decoy log lines, or between harmless background events."""
+
+
 class Drill(_Model):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     letter: str = Field(pattern=r"^[A-Z]$")
@@ -299,6 +326,14 @@ class Drill(_Model):
     """Span attributes / log fields shown as extra columns of the traces and logs panels."""
     scalable: bool = False
     """The number of workers may be changed in the run options (identical workers)."""
+    questions: list[Question] = []
+    """Training mode: what the trainee answers on the blind screen."""
+    hints: list[str] = []
+    """Training mode: the hint ladder, cheapest first; each costs `hint_cost` points."""
+    hint_cost: int = Field(10, ge=0, le=100)
+    red_herring: RedHerring | None = None
+    control: bool = False
+    """Nothing is wrong in this drill (a control for training): every check says so."""
 
 
 class Catalog(_Model):
@@ -397,7 +432,14 @@ def load_catalog(path: Path | None = None) -> Catalog:
         raise UsageError(f"{p.name}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except RecursionError:
         raise UsageError(f"{p.name}: nested too deep to be a drill catalog") from None
-    return parse_catalog(data, source=p.name)
+    catalog = parse_catalog(data, source=p.name)
+    from drillui.training.grading import check_catalog
+
+    problems = check_catalog(catalog.drills)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{p.name}: {problems[0]}{more}", hint="ask what the drill's evidence records, or drop the question")
+    return catalog
 
 
 def parse_drill(data: Any, *, source: str = "recorded drill") -> Drill:

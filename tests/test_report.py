@@ -498,7 +498,7 @@ def test_runs_are_named_by_folder_drill_letter_or_drill_and_run_id(session: Path
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("Z", "no drill 'Z'"),
+    ("Y", "no drill 'Y'"),
     ("A/not-a-run", "names no run folder"),
     ("A/20990101T000000", "no run 20990101T000000"),
     ("A/../../../etc", "names no run folder"),
@@ -559,7 +559,7 @@ def test_the_command_writes_the_page_and_prints_its_path(session: Path, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["Z"], "no drill 'Z' in the catalog"),
+    (["Y"], "no drill 'Y' in the catalog"),
     (["A/20990101T000000"], "no run 20990101T000000"),
     (["A/../../etc"], "names no run folder"),
     (["A", "--since", "2h"], "give runs or --since, not both"),

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from drillui.evidence.rules import PIVOT_ATTRIBUTES, log_complete, log_matches
 from drillui.record.events import (
+    AnswerGiven,
     ChecksChanged,
     CleanChecked,
     Event,
@@ -29,6 +30,7 @@ from drillui.record.events import (
     FaultNotArmed,
     FaultReverted,
     GaugesProbed,
+    HintGiven,
     LogLinesSeen,
     MetricsSampled,
     MetricsUnreachable,
@@ -63,6 +65,7 @@ MAX_IDS: Final = 10_000
 MAX_LINKS: Final = 5000
 MAX_TRACE_IDS_PER_CHECK: Final = 2000
 NARRATION_LINES: Final = 200
+MAX_ANSWERS: Final = 500
 
 
 # ---- pieces of the state ------------------------------------------------------------------------
@@ -308,6 +311,10 @@ class RunState:
         """(wall, check id, new state) each time a check changed state: the replay timeline."""
         self.step = 0
         self.actions: deque[TrainerActed] = deque(maxlen=200)
+        self.answers: list[AnswerGiven] = []
+        self.hints: list[HintGiven] = []
+        self.trainee: str | None = None
+        self.last_seq = 0
         self.stop: StopRequested | None = None
         self.ended: RunEnded | None = None
         self.drill: Drill | None = None
@@ -369,12 +376,14 @@ class RunState:
 
     def apply(self, ev: Event) -> None:
         self.events_applied += 1
+        self.last_seq = max(self.last_seq, ev.seq)
         self.last_t = max(self.last_t, ev.t)
         self.last_wall = ev.wall or self.last_wall
         match ev:
             case RunStarted():
                 self.run_id, self.scenario, self.snapshot = ev.run_id, ev.scenario, ev.snapshot
                 self.mode, self.parameters, self.started_wall = ev.mode, dict(ev.parameters), ev.wall
+                self.trainee = str(ev.parameters.get("trainee")) if ev.parameters.get("trainee") else None
                 self.phase = "preparing"
                 if self.drill is None and ev.drill:
                     self._set_drill(parse_drill(dict(ev.drill)))
@@ -441,6 +450,11 @@ class RunState:
                 self.step = ev.index
             case TrainerActed():
                 self.actions.append(ev)
+            case AnswerGiven():
+                if len(self.answers) < MAX_ANSWERS:
+                    self.answers.append(ev)
+            case HintGiven():
+                self.hints.append(ev)
             case StopRequested():
                 self.stop = ev
             case RunEnded():

@@ -21,7 +21,6 @@ from drillui.record.reader import RecordedRun
 from drillui.record.snapshot import ManifestCheck, Result
 from drillui.scenarios import Drill, parse_drill
 
-
 VERIFY_LOG_LINES = 100
 
 

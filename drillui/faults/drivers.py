@@ -33,7 +33,7 @@ POISON_PAYLOAD: dict[str, Any] = {"title": "poison document", "n": "not-a-number
 
 
 class NoFaultDriver(BaseDriver):
-    """Control run: nothing is broken. The drill's checks must then fail."""
+    """Nothing is broken: the control drill, or a real drill run without its fault (its checks must then fail)."""
 
     name = "none"
 

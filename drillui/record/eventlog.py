@@ -79,16 +79,17 @@ def follow_events(
     stopped: Callable[[], bool],
     poll: float = FOLLOW_POLL_SECONDS,
     until_end: bool = True,
+    start: int = 0,
 ) -> Iterator[list[Event]]:
     """Follow a file another process is writing: yields the new complete events of each poll
     (an empty list when nothing is new, so a caller can look at its own clock).
 
     Waits for the file to appear. Stops when `stopped()` is true, or (with `until_end`) after the
-    run's `run_ended` event.
+    run's `run_ended` event. `start`: a byte offset at a line boundary to begin from.
     """
     from drillui.record.events import RunEnded
 
-    offset = 0
+    offset = start
     partial = b""
     while not stopped():
         try:

@@ -288,6 +288,36 @@ class TrainerActed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AnswerGiven(Event):
+    """Training: a trainee's answer, graded from the run's evidence at that moment."""
+
+    type: ClassVar[str] = "answer_given"
+    question: str
+    value: str
+    right: bool
+    evidence: str
+    by: str = ""
+    via: str = "screen"
+    """screen (the trainee's), answer (`drillui answer`), trainer."""
+    request: str = ""
+    """The id of the request that asked for it (`drillui answer` waits for its own)."""
+    counted: bool = True
+    """False: not an answer (an id too short or ambiguous, not a class): recorded, never scored."""
+    after_end: bool = False
+    """Given once the run had ended (recorded in `_answers.jsonl`, beside the closed event log)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HintGiven(Event):
+    """Training: the next hint of the drill's ladder, shown to the trainee."""
+
+    type: ClassVar[str] = "hint_given"
+    index: int
+    text: str
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StopRequested(Event):
     type: ClassVar[str] = "stop_requested"
     how: str
@@ -317,7 +347,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         RunStarted, PhaseChanged, Said, WorkerStarted, WorkerStopped, TriggersWritten, FaultArmed, FaultNotArmed,
         FaultHeld, FaultReverted, MetricsSampled, MetricsUnreachable, SpansSeen, LogLinesSeen, StatusesPolled, ProbeRecorded,
         GaugesProbed, TracesExported, CleanChecked, RowsSettled, ChecksChanged, StepChanged, TrainerActed,
-        StopRequested, RunEnded,
+        AnswerGiven, HintGiven, StopRequested, RunEnded,
     )
 }
 

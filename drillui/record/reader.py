@@ -1,5 +1,8 @@
 """Reading a recorded run back as events, whatever drillui version recorded it.
 
+After the event log come the events later commands recorded beside it (`_answers.jsonl`:
+training answers given once the run had ended); the event log itself is never written again.
+
 A run with `_events.jsonl` is read as recorded, with each log-lines event whose lines were
 recorded by reference filled in from `_logs/` (the same bytes the runner read). A run recorded
 before the event log existed is read from its files (`legacy.py`): the events those files allow,
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from drillui.record.eventlog import iter_events
 from drillui.record.events import Event, LogLinesSeen
-from drillui.record.snapshot import Snapshot
+from drillui.record.snapshot import ANSWERS, Snapshot
 from drillui.sources.logs import read_chunk
 
 
@@ -38,6 +41,13 @@ class RecordedRun:
             yield from legacy_events(self.snapshot)[0]
         else:
             yield from resolve_references(self.snapshot, iter_events(self.snapshot.events_path))
+            yield from self.later_events()
+
+    def later_events(self) -> Iterator[Event]:
+        """What later commands added beside the closed event log: answers given after the end."""
+        path = self.snapshot.path / ANSWERS
+        if path.exists():
+            yield from iter_events(path)
 
     @property
     def events(self) -> list[Event]:

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
 from drillui.errors import DrillError
+from drillui.evidence.state import RunState
 from drillui.record.eventlog import iter_events
 from drillui.record.events import Event
-from drillui.record.reader import read_run
-from drillui.record.snapshot import RESULT, Snapshot
+from drillui.record.reader import RecordedRun, read_run
+from drillui.record.snapshot import RESULT, TRAINING, Snapshot
 from drillui.report.model import RunReport, Screenshot, Training, build, clip, fold, unreadable
 from drillui.report.sanitize import UnsafeSvg, sanitize_svg
+from drillui.training.score import summarize, summary_items
 
-TRAINING: Final = "_training.json"
-"""Training scores of a run (written by the training mode; its shape is not fixed yet)."""
 SCREENSHOT_GLOB: Final = "dashboard-*.svg"
 MAX_SCREENSHOTS: Final = 12
 MAX_SCREENSHOT_BYTES: Final = 4 << 20
@@ -41,7 +42,7 @@ def load_run(path: Path) -> RunReport:
     try:
         events: Iterable[Event]
         if snap.events_path.exists():
-            events = iter_events(snap.events_path)
+            events = chain(iter_events(snap.events_path), RecordedRun(snap).later_events())
         else:
             run = read_run(snap.path)
             events, legacy, missing = run.events, run.legacy, run.missing
@@ -53,7 +54,7 @@ def load_run(path: Path) -> RunReport:
         result = _result(snap)
     shots, left_out = screenshots(snap.path)
     return build(folded, folder=where, scenario=snap.scenario, run_id=snap.run_id, legacy=legacy, missing=missing,
-                 result=result, screenshots=shots, screenshots_left_out=left_out, training=training(snap.path))
+                 result=result, screenshots=shots, screenshots_left_out=left_out, training=training_of(folded.state) or training(snap.path))
 
 
 def _result(snap: Snapshot) -> dict[str, Any] | None:
@@ -82,7 +83,16 @@ def screenshots(folder: Path) -> tuple[list[Screenshot], int]:
     return out, max(0, len(paths) - MAX_SCREENSHOTS)
 
 
+def training_of(state: RunState) -> Training | None:
+    """A training run's scores, from its events (answers given after the end included)."""
+    drill = state.drill
+    if drill is None or not drill.questions or not (state.trainee or state.answers or state.hints):
+        return None
+    return Training(items=tuple(summary_items(summarize(drill, state))))
+
+
 def training(folder: Path) -> Training | None:
+    """The `_training.json` a run wrote, for a record the fold cannot summarize."""
     p = folder / TRAINING
     if not p.exists():
         return None

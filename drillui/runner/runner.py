@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import platform
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from drillui.faults.base import EngineSwitch, probe_engine
 from drillui.faults.drivers import driver_for
 from drillui.record.eventlog import EventLogWriter
 from drillui.record.events import (
+    AnswerGiven,
     CleanChecked,
     Event,
     FaultArmed,
@@ -51,6 +53,7 @@ from drillui.record.events import (
     FaultNotArmed,
     FaultReverted,
     GaugesProbed,
+    HintGiven,
     PhaseChanged,
     ProbeRecorded,
     RowsSettled,
@@ -66,7 +69,22 @@ from drillui.record.events import (
     WorkerStarted,
     WorkerStopped,
 )
-from drillui.record.snapshot import FAULT, IDS, PROBES, RECIPE, RESULT, TIMELINE, FaultRecord, Ids, Proof, Recipe, Snapshot, Timeline
+from drillui.record.snapshot import (
+    FAULT,
+    IDS,
+    INBOX,
+    PROBES,
+    RECIPE,
+    RESULT,
+    TIMELINE,
+    TRAINING,
+    FaultRecord,
+    Ids,
+    Proof,
+    Recipe,
+    Snapshot,
+    Timeline,
+)
 from drillui.redact import redact_env, redact_text, redact_url
 from drillui.runner.cleanup import (
     APP_NAME_PREFIX,
@@ -93,7 +111,10 @@ from worker.db import OutboxStore, connect, ensure_schema
 TRACE_WAIT_SECONDS: Final = 6.0
 STATUS_POLL_SECONDS: Final = 0.2
 TRIGGER_BATCH: Final = 1000
+INBOX_POLL_SECONDS: Final = 0.25
+DECOY_WORKER: Final = "sidecar"
 MAX_WORKERS: Final = 8
+GUIDED_MAX_ATTEMPTS: Final = 1000
 MGET_BATCH: Final = 500
 INDEX_MAPPING: Final[dict[str, Any]] = {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}}
 
@@ -127,6 +148,8 @@ class RunOptions:
     """Guided mode's hold limit in seconds; None: until the trainer recovers."""
     workers: int | None = None
     """Identical workers to run, for drills the catalog marks `scalable`."""
+    trainee: str | None = None
+    """Training mode: who answers the drill's questions (recorded with every answer)."""
 
 
 class StopSignal:
@@ -232,6 +255,9 @@ class DrillRunner:
         self._recovered_at: float | None = None
         self._http = http.client(timeout=5.0)
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._inbox_done = threading.Event()
+        self._background: list[uuid.UUID] = []
+        self._side_threads: list[threading.Thread] = []
 
     # ---- what the trainer may do while the run goes on (any thread) ------------------------
 
@@ -247,6 +273,108 @@ class DrillRunner:
         """The trainer's current step, recorded with the run."""
         self._commands.put(("step", (index, say)))
 
+    def answer(self, question: str, value: str, *, by: str = "", via: str = "screen", request: str = "") -> None:
+        """Training: grade an answer against the run's evidence as it stands, and record it."""
+        self._commands.put(("answer", (question, value, by, via, request)))
+
+    def hint(self, by: str = "") -> None:
+        """Training: show the next hint of the drill's ladder (it costs points)."""
+        self._commands.put(("hint", by))
+
+    def _grade_answer(self, question: str, value: str, by: str, via: str, request: str) -> None:
+        from drillui.training.grading import grade
+
+        q = next((q for q in self.drill.questions if q.id == question), None)
+        if q is None:
+            self.say(f"answer ignored: this drill has no question {question!r}")
+            return
+        with self.recorder._lock:  # the state is folded under this lock: grade on a consistent one
+            result = grade(q, value, self.recorder.state)
+        self.emit(AnswerGiven(question=q.id, value=value[:200], right=result.right, evidence=result.evidence,
+                              by=by or self.options.trainee or "", via=via, request=request, counted=result.counted))
+
+    def _give_hint(self, by: str) -> None:
+        used = len(self.recorder.state.hints)
+        if used >= len(self.drill.hints):
+            self.say("no hint left in this drill's ladder")
+            return
+        self.emit(HintGiven(index=used, text=self.drill.hints[used], by=by))
+
+    def _follow_inbox(self) -> None:
+        """Training: what other processes ask of this run (`drillui answer`, the trainer's view)
+        arrives as lines of `_inbox.jsonl`; each becomes a command of the runner's own thread."""
+        import json
+
+        assert self.snapshot is not None
+        path = self.snapshot.path / INBOX
+        offset = 0
+        while not self._inbox_done.wait(INBOX_POLL_SECONDS):
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            offset += end
+            for raw in data[:end].splitlines():
+                try:
+                    cmd = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(cmd, dict):
+                    continue
+                action = cmd.get("action")
+                if action == "answer":
+                    self.answer(str(cmd.get("question", "")), str(cmd.get("value", "")), by=str(cmd.get("by", "")),
+                                via=str(cmd.get("via", "answer")), request=str(cmd.get("request", "")))
+                elif action == "hint":
+                    self.hint(str(cmd.get("by", "trainer")))
+                elif action == "recover":
+                    self.recover_now()
+                elif action == "stop":
+                    self._commands.put(("stop", str(cmd.get("how", "the trainer's view"))))
+
+    def _red_herring(self) -> None:
+        """Training decoys: a sidecar's harmless warnings in the logs, or harmless background
+        events that make the metrics move. They carry no reason: grading never counts them."""
+        import json
+
+        assert self.snapshot is not None
+        spec = self.drill.red_herring
+        if spec is None:
+            return
+        if spec.kind == "warning_log":
+            path = self.snapshot.log_path(DECOY_WORKER)
+            if self._observers is not None:
+                self._observers.follow_log(DECOY_WORKER, path)
+            n = 0
+            with open(path, "a", encoding="utf-8") as fh:
+                while not self._inbox_done.wait(spec.every):
+                    n += 1
+                    fh.write(json.dumps({"ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "level": "warning",
+                                         "event": "cache.refresh_slow", "service": "search-cache-warmer",
+                                         "msg": f"cache refresh took {1.5 + (n % 5) * 0.3:.1f}s (budget 1.0s)",
+                                         "worker_id": DECOY_WORKER, "env": "drill"}) + "\n")
+                    fh.flush()
+        else:
+            # Its own connection: the runner's is busy with the drill's own statements.
+            with connect(self.infra.endpoints.database_direct_url) as conn:
+                while not self._inbox_done.wait(spec.every):
+                    if self._armed and self._in_window:
+                        self._background.append(self._quiet_insert(conn))
+
+    def _quiet_insert(self, conn: psycopg.Connection[Any]) -> uuid.UUID:
+        """One harmless upsert on an entity of its own, not one of the drill's trigger events."""
+        assert self.snapshot is not None
+        eid = uuid.uuid4()
+        conn.execute(
+            "INSERT INTO outbox (id, projection, op, entity_id, payload, correlation_id) VALUES (%s, %s, 'upsert', %s, %s, %s)",
+            (eid, self.drill.workload.projection, uuid.uuid4(), Jsonb({"title": "background", "n": 0}),
+             f"{DRILL_CORRELATION_PREFIX}{self.snapshot.run_id}:background"),
+        )
+        return eid
+
     def _drain(self) -> bool:
         """Carry out the trainer's commands (in the runner's thread); True once asked to recover."""
         while True:
@@ -259,6 +387,12 @@ class DrillRunner:
                 self.emit(StepChanged(index=index, say=say))
             elif what == "recover":
                 self._recover_asked = True
+            elif what == "stop":
+                self.request_stop(str(arg or "trainer"))
+            elif what == "answer":
+                self._grade_answer(*arg)
+            elif what == "hint":
+                self._give_hint(str(arg or ""))
             elif what == "top_up" and self._armed and self._in_window:
                 before = len(self.trigger_ids)
                 if arg:
@@ -509,7 +643,8 @@ class DrillRunner:
             self.emit(RunStarted(
                 run_id=self.snapshot.run_id, scenario=self.drill.id, letter=self.drill.letter, title=self.drill.title,
                 snapshot=str(self.snapshot.path), drill=self.drill.model_dump(mode="json"), parameters=self._parameters(),
-                mode="guided" if self.options.guided else "bounded", infrastructure=self._infra_record(),
+                mode="training" if self.options.trainee else "guided" if self.options.guided else "bounded",
+                infrastructure=self._infra_record(),
             ))
             self.recorder.initial_checks()
             self._phase("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}")
@@ -542,6 +677,10 @@ class DrillRunner:
                 self._phase("starting", f"starting worker(s) {', '.join(first)}")
                 self.start_workers(first)
                 self._observers.start()
+                for target in (self._follow_inbox, self._red_herring):
+                    t = threading.Thread(target=target, name=f"drill-{target.__name__.strip('_')}", daemon=True)
+                    t.start()
+                    self._side_threads.append(t)
                 self._scrape("before")
                 self._arm()
                 if self._armed and not self._stopping():
@@ -571,8 +710,8 @@ class DrillRunner:
             unexpected = exc
         if error is not None:
             self.say(f"ERROR: {error}")
-        for step in (self._stop_workers, self._observers.stop, self._settle_rows, self._probe_gauges,
-                     self._collect_traces, self._check_clean):
+        for step in (self._stop_workers, self._stop_side_threads, self._observers.stop, self._settle_rows,
+                     self._probe_gauges, self._collect_traces, self._check_clean):
             problem = self._guarded(step)
             error = error or problem
         self._observers.close()
@@ -591,13 +730,19 @@ class DrillRunner:
             return text
         return None
 
+    def _stop_side_threads(self) -> None:
+        self._inbox_done.set()
+        for t in self._side_threads:
+            t.join(5)
+
     def _targets(self) -> list[Target]:
         return [Target(w.name, w.process.metrics_url, w.log_path) for w in self.workers if w.alive()]
 
     def _parameters(self) -> dict[str, Any]:
         return {"duration": self.duration, "trigger_count": self.trigger_count, "op": self.op,
                 "bulk_size": self.options.bulk_size, "scrape_delay": self.options.scrape_delay,
-                "guided": self.options.guided, "hold": self.options.hold, "workers": len(self.worker_names)}
+                "guided": self.options.guided, "hold": self.options.hold, "workers": len(self.worker_names),
+                **({"trainee": self.options.trainee} if self.options.trainee else {})}
 
     def _infra_record(self) -> dict[str, Any]:
         e = self.infra.endpoints
@@ -639,6 +784,10 @@ class DrillRunner:
         }
         if self.options.metrics_port:
             env["OUTBOX_METRICS_PORT"] = str(self.options.metrics_port + index)
+        if self.options.guided:
+            # The trainer holds the fault for minutes: a transient fault must stay transient, not
+            # exhaust the default 10 attempts and turn into the terminal failure it is not.
+            env["OUTBOX_MAX_ATTEMPTS"] = str(GUIDED_MAX_ATTEMPTS)
         env.update(self.fault.worker_env(index))
         env.update(w.workers[index].env)
         env.update(self._env_overrides)
@@ -829,6 +978,9 @@ class DrillRunner:
 
     def _settle_rows(self) -> None:
         """Every way a run ends leaves none of its own rows pending or processing."""
+        if self._background:
+            # The decoy traffic of a red herring: removed whatever became of it, never reported.
+            self.db().execute("DELETE FROM outbox WHERE id = ANY(%s)", (self._background,))
         if not self.trigger_ids:
             return
         rows = self.db().execute(
@@ -972,6 +1124,10 @@ class DrillRunner:
         ))
         snap.write_json(PROBES, state.probes)
         snap.write_json(RESULT, verdict.to_json())
+        if self.options.trainee:
+            from drillui.training.score import summarize
+
+            snap.write_json(TRAINING, summarize(self.drill, state).to_json())
 
 
 def is_tombstone(doc: dict[str, Any]) -> bool:

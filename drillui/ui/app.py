@@ -39,6 +39,11 @@ from drillui.ui.screens.options import RunOptionsModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.traces import TracesPanel
 
+TRAINEE_KEYS = (
+    Binding("a", "answer", "Answer a question (1-9: that question)"),
+    Binding("h", "hint", "Show the next hint (it costs points)"),
+    Binding("R", "recover", "Recover the fault once you have found the cause"),
+)
 GENERIC_STACK_FIX = (
     "give drillui a writable state folder (--state-dir or DRILLUI_STATE_DIR), free the ports it needs, or point "
     "DATABASE_URL / ES_URL / JAEGER_URL / OTEL_EXPORTER_OTLP_ENDPOINT at servers that run; then start drillui again"
@@ -96,6 +101,7 @@ class DrillApp(App[int]):
         self._cleaned = False
         self.prefs: dict[str, DrillChoices] = {}
         self._stack_lines: list[str] = []
+        self._when_ready: list[Callable[[], None]] = []
 
     # ---- startup ----------------------------------------------------------------------------
 
@@ -157,6 +163,9 @@ class DrillApp(App[int]):
         parts = [line for line in self._stack_lines if ": " in line and not line.startswith("stack ready")]
         endpoints = self._endpoints_line(self.infra) if self.infra is not None else ""
         self.stack_detail = " · ".join([*parts, endpoints]) if parts else endpoints
+        pending, self._when_ready = self._when_ready, []
+        for then in pending:
+            then()
 
     def on_stack_failed(self, message: StackFailed) -> None:
         hint = message.hint or GENERIC_STACK_FIX
@@ -201,6 +210,38 @@ class DrillApp(App[int]):
             self.push_screen(RunOptionsModal(drill, choices), start)
         else:
             start(choices)
+
+    def open_training(self) -> None:
+        from drillui.ui.screens.training import TrainPickScreen
+
+        self.push_screen(TrainPickScreen(self.catalog))
+
+    def start_training(self, drill: Drill, *, trainee: str | None = None, hold: float | None = None) -> None:
+        """A blind training run of `drill`: the trainee's name first (unless given), then the
+        trainee's screen. Waits for the stack if it is still starting."""
+        from drillui.ui.screens.training import MAX_NAME, TextInputModal, TraineeScreen, training_options
+
+        if self.infra is None:
+            if self.stack_state == "starting":
+                self.notify("The stack is starting: the drill begins once it is ready.", title="Training", markup=False)
+                self._when_ready.append(lambda: self.start_training(drill, trainee=trainee, hold=hold))
+                return
+            self.show_error("The stack is not ready", self.stack_summary or "the infrastructure has not started",
+                            "read the stack status, fix it, and start drillui again")
+            return
+
+        def begin(name: str | None) -> None:
+            if not name:
+                return
+            who = name.strip()[:MAX_NAME]
+            self.push_screen(TraineeScreen(drill, options=training_options(self.run_options, who, hold)))
+
+        if trainee:
+            begin(trainee)
+        else:
+            self.push_screen(TextInputModal("Your name, please (it goes with your answers and score)",
+                                            "Enter to start the drill · Esc to go back", placeholder="e.g. Ana",
+                                            max_length=MAX_NAME), begin)
 
     def reopen_run(self, drill: Drill) -> bool:
         """The screen of the drill's last run in this dashboard, as it was left."""
@@ -280,6 +321,7 @@ class DrillApp(App[int]):
             ("Drill menu", [*MenuScreen.BINDINGS, Binding("enter", "run", "Run the highlighted drill"),
                             Binding("up,down", "move", "Choose a drill")]),
             ("Running drill", list(DrillScreen.BINDINGS)),
+            ("Training (the trainee's screen)", [*TRAINEE_KEYS]),
             ("Traces panel", [Binding("enter", "tree", "Span tree of the trace (and filter the logs to it)"),
                               *TracesPanel.BINDINGS]),
             ("Logs panel", [Binding("enter", "trace", "Open the trace of the line")]),
@@ -345,6 +387,33 @@ def run_dashboard(settings: DrillSettings) -> int:
     """`drillui` with no subcommand: the dashboard on the chosen infrastructure (embedded by
     default, `--infra docker` for the compose stack)."""
     app = DrillApp(load_catalog(settings.catalog_path()), settings=settings)
+    return run_guarded(app)
+
+
+class TrainingApp(DrillApp):
+    """`drillui train`: the trainer's pick (or the drill given), the name, the blind screen."""
+
+    def __init__(self, catalog: Catalog, *, drill: Drill | None, surprise: bool, trainee: str | None,
+                 hold: float | None, **kw: Any) -> None:
+        super().__init__(catalog, **kw)
+        self.first_drill, self.surprise, self.trainee, self.hold = drill, surprise, trainee, hold
+
+    def first_screens(self) -> None:
+        from drillui.ui.screens.training import TrainPickScreen, surprise
+
+        self._load_prefs()
+        self.push_screen(TrainPickScreen(self.catalog, trainee=self.trainee, hold=self.hold, can_go_back=False))
+        drill = surprise(self.catalog) if self.surprise else self.first_drill
+        if drill is not None:
+            # After on_mount: by then the stack is starting, and the drill waits for it.
+            chosen = drill
+            self.call_after_refresh(lambda: self.start_training(chosen, trainee=self.trainee, hold=self.hold))
+
+
+def run_training(settings: DrillSettings, *, snapshots: Path, drill: Drill | None, surprise: bool,
+                 trainee: str | None, hold: float | None) -> int:
+    app = TrainingApp(load_catalog(settings.catalog_path()), drill=drill, surprise=surprise, trainee=trainee, hold=hold,
+                      settings=settings, snapshots=snapshots)
     return run_guarded(app)
 
 

@@ -88,7 +88,7 @@ class ReplayScreen(DrillScreen):
         yield from super().compose()
 
     def on_mount(self) -> None:
-        super().on_mount()
+        # Textual calls DrillScreen.on_mount too (every class's handler in the MRO): not again here.
         bar = self.query_one(TimelineBar)
         bar.duration = self.player.duration
         bar.marks = self.player.marks()
@@ -164,6 +164,45 @@ class FollowScreen(DrillScreen):
     read_only = True
 
 
+class TrainerFollowScreen(FollowScreen):
+    """`drillui watch --trainer`: the whole run (the drill, its steps, its checklist, the verdict)
+    and the trainee's answers as they arrive. The trainer acts on the run through its inbox:
+    the next hint, recovering the fault, ending the drill."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("h", "send('hint')", "Send hint", tooltip="Show the trainee the next hint of the drill's ladder"),
+        Binding("R", "send('recover')", "Recover", tooltip="Recover the fault (the trainee's time to recovery ends)"),
+        Binding("s", "send('stop')", "End drill", tooltip="End the drill now: it is recorded as stopped by the trainer"),
+    ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "send":
+            st = self.state
+            if st.snapshot is None or st.ended is not None:
+                return False
+            if parameters and parameters[0] == "hint":
+                return len(st.hints) < len(self.drill.hints)
+            if parameters and parameters[0] == "recover":
+                return st.held
+            return True
+        return super().check_action(action, parameters)
+
+    def action_send(self, action: str) -> None:
+        if self.state.snapshot is None:
+            return
+        self._send(Path(self.state.snapshot), action)
+        said = {"hint": "The next hint goes to the trainee.", "recover": "The fault is recovered.",
+                "stop": "The drill ends (recorded as stopped by the trainer)."}
+        self.notify(said.get(action, action), title="Sent to the run", markup=False)
+
+    @work(thread=True, group="inbox", exit_on_error=False)
+    def _send(self, folder: Path, action: str) -> None:
+        from drillui.training.answers import send
+
+        fields = {"how": "the trainer's view"} if action == "stop" else {}
+        send(folder, action, by="trainer", **fields)
+
+
 class WaitingScreen(Screen[None]):
     """No run in progress yet: says where it looks, and keeps looking."""
 
@@ -208,8 +247,9 @@ class ViewerApp(DrillApp):
     ]
 
     def __init__(self, catalog: Catalog, *, first: Screen[Any] | None = None, watch_root: Path | None = None,
-                 drill_id: str | None = None, settings: DrillSettings | None = None) -> None:
+                 drill_id: str | None = None, settings: DrillSettings | None = None, trainer: bool = False) -> None:
         super().__init__(catalog, start_stack=False, settings=settings)
+        self.trainer = trainer
         self.first = first
         self.watch_root = watch_root
         self.drill_id = drill_id
@@ -220,7 +260,8 @@ class ViewerApp(DrillApp):
     @property
     def stack_mode(self) -> str:
         if self.watch_root is not None:
-            return f"watching {self.following.name}" if self.following else "watching"
+            who = "trainer's view" if self.trainer else "watching"
+            return f"{who} {self.following.name}" if self.following else who
         return "replay (no stack)"
 
     def first_screens(self) -> None:
@@ -249,12 +290,13 @@ class ViewerApp(DrillApp):
         assert self.watch_root is not None
         root, done = self.watch_root, set[Path]()
         what = f"drill {self.drill_id}" if self.drill_id else "any drill"
+        start = "`drillui train`, or t on the dashboard's menu" if self.trainer else "the dashboard or `drillui run`"
         while not self._stop_following:
             runs = [r for r in live_runs(root, self.drill_id) if r not in done]
             if not runs:
                 if self.follow_screen is None:
                     self.call_from_thread(self._say, f"no run in progress of {what} under {root.resolve()}: waiting for one "
-                                                     "(start it from the dashboard or `drillui run`) · q quits")
+                                                     f"(start it from {start}) · q quits")
                 time.sleep(SCAN_SECONDS)
                 continue
             run = runs[0]
@@ -279,7 +321,7 @@ class ViewerApp(DrillApp):
     def _open(self, run: Path, drill: Drill) -> None:
         """A new run to follow: its screen replaces the previous one (whose verdict stayed up)."""
         self.following = run
-        screen = FollowScreen(drill, autostart=False)
+        screen = (TrainerFollowScreen if self.trainer else FollowScreen)(drill, autostart=False)
         if self.follow_screen is not None and self.follow_screen in self.screen_stack:
             self.switch_screen(screen)
         else:

@@ -34,12 +34,14 @@ from drillui.evidence.checks import Check
 from drillui.evidence.signals import SIGNALS, drill_signal_views, signal_view
 from drillui.evidence.state import RunState
 from drillui.record.events import (
+    AnswerGiven,
     ChecksChanged,
     Event,
     FaultArmed,
     FaultHeld,
     FaultReverted,
     GaugesProbed,
+    HintGiven,
     LogLinesSeen,
     MetricsSampled,
     MetricsUnreachable,
@@ -70,6 +72,7 @@ from drillui.ui.widgets.header import RunHeader, StepBar
 from drillui.ui.widgets.logs import LogsPanel
 from drillui.ui.widgets.signals import SignalsPanel
 from drillui.ui.widgets.traces import PIVOTS, TraceFilter, TracesPanel, parse_trace_filter
+from drillui.ui.widgets.training import TrainingPanel
 
 if TYPE_CHECKING:
     from drillui.ui.app import DrillApp
@@ -88,6 +91,8 @@ DIRTY: dict[type[Event], tuple[str, ...]] = {
     TriggersWritten: ("header", "traces"),
     FaultArmed: ("header", "signals", "traces"),
     FaultReverted: ("header", "signals"),
+    AnswerGiven: ("checks",),
+    HintGiven: ("checks",),
 }
 
 
@@ -158,6 +163,8 @@ class DrillScreen(Screen[None]):
         yield Static(id="too-small")
         yield RunHeader(id="run-header")
         yield StepBar(list(self.drill.steps), id="steps")
+        # A training run's answers, hints and score, as the trainer sees them (shown once there are any).
+        yield TrainingPanel(self.drill, "trainer", id="training")
         # Two columns, each panel as tall as it needs: signals over traces, checklist over logs.
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -578,6 +585,11 @@ class DrillScreen(Screen[None]):
         panel.note = ("not answering: " + "; ".join(down)) if down and not st.finished else ""
 
     def _paint_checks(self) -> None:
+        st = self.state
+        if self.drill.questions and (st.trainee or st.answers or st.hints):
+            panel = self.query_one(TrainingPanel)
+            panel.display = True
+            panel.show(st)
         checklist = self.query_one(Checklist)
         checklist.checks = [Check.from_json(c) for c in self.state.checks.values()]
         box = self.query_one("#checks-box")

@@ -131,6 +131,7 @@ class MenuScreen(Screen[None]):
         Binding("o", "run", "Options", tooltip="Run the highlighted drill, setting its run options first (as Enter does)"),
         Binding("v", "last_verdict", "Last verdict"),
         Binding("l", "reopen", "Last run", tooltip="Reopen the screen of the drill's last run in this dashboard"),
+        Binding("t", "train", "Train", tooltip="Training mode: a blind drill (or a surprise) for a trainee, with questions"),
     ]
 
     def __init__(self, catalog: Catalog, snapshots: Path) -> None:
@@ -225,6 +226,9 @@ class MenuScreen(Screen[None]):
                 self.query_one("#drill-list", OptionList).highlighted = i
                 event.stop()
                 return
+
+    def action_train(self) -> None:
+        self.dashboard.open_training()
 
     def action_last_verdict(self) -> None:
         drill = self.selected
