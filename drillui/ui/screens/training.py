@@ -214,6 +214,8 @@ class TraineeScreen(DrillScreen):
         header = self.query_one(RunHeader)
         header.drill_line = f"Training · {self.trainee}" if self.trainee else "Training"
         st = self.state
+        if st.finished and st.end_state in ("passed", "failed"):
+            header.phase = "ended"  # passed or failed is the verdict
         # The narration names the fault it arms: the trainee reads the panels instead.
         header.message = self._error or ("" if not st.finished else "the drill is over: your trainer has the verdict")
         if st.ended is not None:
