@@ -332,6 +332,7 @@ class Drill(_Model):
     """Training mode: the hint ladder, cheapest first; each costs `hint_cost` points."""
     hint_cost: int = Field(10, ge=0, le=100)
     red_herring: RedHerring | None = None
+    """Training mode only: something true but irrelevant the trainee may chase."""
     control: bool = False
     """Nothing is wrong in this drill (a control for training): every check says so."""
 

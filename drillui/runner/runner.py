@@ -342,8 +342,8 @@ class DrillRunner:
 
         assert self.snapshot is not None
         spec = self.drill.red_herring
-        if spec is None:
-            return
+        if spec is None or not self.options.trainee:
+            return  # decoys are for trainees: a bounded or guided run shows the drill as it is
         if spec.kind == "warning_log":
             path = self.snapshot.log_path(DECOY_WORKER)
             if self._observers is not None:

@@ -589,6 +589,7 @@ class DrillScreen(Screen[None]):
         if self.drill.questions and (st.trainee or st.answers or st.hints):
             panel = self.query_one(TrainingPanel)
             panel.display = True
+            panel.border_title = f"Training · {st.trainee or 'trainee'} · questions, answers and hints as they arrive"
             panel.show(st)
         checklist = self.query_one(Checklist)
         checklist.checks = [Check.from_json(c) for c in self.state.checks.values()]

@@ -172,7 +172,7 @@ class TraineeScreen(DrillScreen):
     ]
     # What a trainee may not do: the trainer ends the drill, and the steps are the trainer's.
     BLIND_OFF: ClassVar[frozenset[str]] = frozenset(
-        {"stop", "top_up", "apply_step", "step", "run_again", "clean_run", "focus_panel"})
+        {"stop", "top_up", "apply_step", "step", "run_again", "clean_run"})
 
     def __init__(self, drill: Drill, *, options: RunOptions, autostart: bool = True) -> None:
         super().__init__(drill, autostart=autostart, options=options)
@@ -197,7 +197,7 @@ class TraineeScreen(DrillScreen):
         yield Footer(compact=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.BLIND_OFF:
+        if action in self.BLIND_OFF or (action == "focus_panel" and parameters == ("checklist",)):
             return False
         if action == "back":
             return not self._run_active
