@@ -86,3 +86,39 @@ def test_logs_filtered_by_trace(snap_compare: SnapCompare, tmp_path: Path) -> No
 
 def test_help(snap_compare: SnapCompare, tmp_path: Path) -> None:
     assert snap_compare(_app(tmp_path), terminal_size=(100, 30), run_before=_drill("verified", "question_mark"))
+
+
+def _trainee(pilot_answers: bool) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    """The blind screen of a training run, on the recorded drill A run, with answers and a hint."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        from drillui.record.events import AnswerGiven, HintGiven
+        from drillui.runner.runner import RunOptions
+        from drillui.scenarios import load_catalog
+        from drillui.ui.screens.training import TraineeScreen, training_options
+
+        app = pilot.app
+        assert isinstance(app, DrillApp)
+        await app.workers.wait_for_complete()
+        real = load_catalog(Path(__file__).resolve().parent.parent / "scenarios.yaml").get("es_down_connect")
+        drill = app.catalog.drills[0].model_copy(update={"questions": real.questions, "hints": real.hints})
+        screen = TraineeScreen(drill, options=training_options(RunOptions(), "Ana", None), autostart=False)
+        await app.push_screen(screen)
+        await pilot.pause()
+        demo.replay(screen, until="running")
+        if pilot_answers:
+            armed = screen.state.armed_at or 0.0
+            screen.feed([
+                AnswerGiven(wall=armed + 2, question="cause", value="es_timeout", right=False, evidence="-", by="Ana"),
+                AnswerGiven(wall=armed + 3, question="cause", value="es_connect", right=True, evidence="-", by="Ana"),
+                HintGiven(wall=armed + 4, index=0, text=real.hints[0]),
+            ])
+        await _settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_trainee_screen(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    """Blind: the questions where the checklist was; no drill name, steps, checklist or verdict."""
+    assert snap_compare(_app(tmp_path), terminal_size=size, run_before=_trainee(True))

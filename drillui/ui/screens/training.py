@@ -237,15 +237,10 @@ class TraineeScreen(DrillScreen):
         super().apply(ev)
         if isinstance(ev, (AnswerGiven, HintGiven, RunEnded)):
             self._dirty.add("checks")
-        if isinstance(ev, AnswerGiven) and ev.via == "screen" and self.is_mounted:
-            q = next((q for q in self.drill.questions if q.id == ev.question), None)
-            if not ev.counted:
-                self.notify(ev.evidence, title="Not counted: try again", severity="warning", markup=False)
-            elif ev.right:
-                self.notify(ev.evidence, title=f"Right: {q.ask if q else ev.question}", markup=False)
-            else:
-                self.notify(ev.evidence, title="Not right", severity="warning", markup=False)
-        if isinstance(ev, HintGiven) and self.is_mounted:
+        live = self.is_mounted and self._run_active  # not for events fed from a record
+        if isinstance(ev, AnswerGiven) and ev.via == "screen" and live:
+            self._tell(ev)
+        if isinstance(ev, HintGiven) and live:
             self.notify(ev.text, title=f"Hint {ev.index + 1}", timeout=15, markup=False)
         if isinstance(ev, RunEnded):
             self.refresh_bindings()
@@ -296,6 +291,16 @@ class TraineeScreen(DrillScreen):
     def _after_end_answered(self, ev: AnswerGiven) -> None:
         self.apply(ev)
         self.paint()
+        self._tell(ev)
+
+    def _tell(self, ev: AnswerGiven) -> None:
+        q = next((q for q in self.drill.questions if q.id == ev.question), None)
+        if not ev.counted:
+            self.notify(ev.evidence, title="Not counted: try again", severity="warning", markup=False)
+        elif ev.right:
+            self.notify(ev.evidence, title=f"Right: {q.ask if q else ev.question}", markup=False)
+        else:
+            self.notify(ev.evidence, title="Not right", severity="warning", markup=False)
 
     def action_hint(self) -> None:
         runner = self.runner
