@@ -8,7 +8,9 @@ transaction, so a claim's row locks last exactly as long as the claim statement.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,14 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 # Two workers starting at once would race on CREATE ... IF NOT EXISTS (a unique violation in
 # pg_type); one advisory lock serialises schema creation across every process.
 _SCHEMA_LOCK_KEY = 0x0DB0_0B0C
+# First key of the two-key advisory locks (the second is a hash of the projection / entry):
+# the gauge reader's and chronicle's entry locks. Two-key locks never collide with one-key ones.
+GAUGE_LOCK_KEY = 0x0DB0_0B0D
+CHRONICLE_ENTRY_LOCK_KEY = 0x0DB0_0B0E
+GAUGE_COUNT_CAP = 10_000
+"""`outbox_lag_events` and `outbox_stuck_processing_events` are exact up to this many rows and
+saturate at it beyond ("10,000 or more"): counting further would make the gauge query grow
+with the backlog. Drills work with at most a few thousand rows."""
 
 
 @cache
@@ -61,13 +71,21 @@ class OutboxRow:
     op: str
     entity_id: uuid.UUID
     payload: Any
+    """The decoded payload, or None when `payload_error` says why it could not be decoded."""
     correlation_id: str | None
     attempts: int
     created_at: datetime
-    lease_until: datetime
+    lease_until: datetime | None
     prev_owner: str | None
     prev_lease_until: datetime | None
     prev_claim_batch_id: uuid.UUID | None
+    raw_payload: str | None = None
+    """The payload's JSON text as Postgres wrote it (sent to the engine as it is)."""
+    payload_error: str | None = None
+    superseded: bool = False
+    """A newer delete of the same entity is already done (decided by the claim, in SQL)."""
+    exhausted: bool = False
+    """The claim failed this row: it had used every attempt and its last claim was never settled."""
 
     @property
     def reclaimed(self) -> bool:
@@ -78,10 +96,25 @@ class OutboxRow:
 class Claim:
     claim_batch_id: uuid.UUID
     rows: tuple[OutboxRow, ...]
+    """The rows this worker now holds under a lease, in seq order."""
+    started: float = 0.0
+    """time.monotonic() just before the claim statement: the lease cannot have begun earlier."""
+    lease_seconds: float = 0.0
+    exhausted: tuple[OutboxRow, ...] = ()
+    """Rows the claim moved to `failed` instead of claiming them (see claim_batch)."""
 
     @property
     def reclaimed(self) -> tuple[OutboxRow, ...]:
-        return tuple(r for r in self.rows if r.reclaimed)
+        return tuple(r for r in (*self.rows, *self.exhausted) if r.reclaimed)
+
+    @property
+    def lease_deadline(self) -> float:
+        """A monotonic time no later than the end of the lease in Postgres.
+
+        The lease ends `lease_seconds` after the claim statement ran in Postgres, which is after
+        `started` here, so this local deadline errs on the safe side without any clock sync.
+        """
+        return self.started + self.lease_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,22 +124,49 @@ class Gauges:
     stuck: int
 
 
-def _rows(cur: psycopg.Cursor[dict[str, Any]]) -> tuple[OutboxRow, ...]:
-    rows = [OutboxRow(**r) for r in cur.fetchall()]
-    rows.sort(key=lambda r: r.seq)
-    return tuple(rows)
+def _decode(text: str | None) -> tuple[Any, str | None]:
+    """(payload, None) or (None, why it cannot be decoded)."""
+    if text is None:
+        return None, None
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        # Python's json gives up near 1,000 levels (the engine's own mapping limit is far lower,
+        # `index.mapping.depth.limit` = 20); before this check the claim itself raised, killing
+        # every worker that took the row and stranding its batch-mates.
+        return None, f"payload is nested too deeply to decode ({len(text)} bytes of JSON)"
+    except ValueError as exc:  # jsonb is always valid JSON; this is defence in depth
+        return None, f"payload is not valid JSON: {exc}"
+
+
+def _rows(cur: psycopg.Cursor[dict[str, Any]]) -> tuple[list[OutboxRow], list[OutboxRow]]:
+    """(claimed rows, rows the claim failed), each in seq order."""
+    claimed: list[OutboxRow] = []
+    exhausted: list[OutboxRow] = []
+    for r in cur.fetchall():
+        raw = r.pop("payload")
+        payload, error = _decode(raw)
+        row = OutboxRow(**r, payload=payload, raw_payload=raw, payload_error=error)
+        (exhausted if row.exhausted else claimed).append(row)
+    claimed.sort(key=lambda r: r.seq)
+    exhausted.sort(key=lambda r: r.seq)
+    return claimed, exhausted
 
 
 class OutboxStore:
     """The worker's view of the outbox table for one projection and one worker id."""
 
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]], *, projection: str, worker_id: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[dict[str, Any]], *, projection: str, worker_id: str, max_attempts: int = 10
+    ) -> None:
         self.conn = conn
         self.projection = projection
         self.worker_id = worker_id
+        self.max_attempts = max_attempts
 
     def claim(self, limit: int, lease_seconds: float) -> Claim:
         batch = uuid.uuid4()
+        started = time.monotonic()
         cur = self.conn.execute(
             queries()["claim_batch"],  # type: ignore[arg-type]
             {
@@ -115,9 +175,11 @@ class OutboxStore:
                 "worker_id": self.worker_id,
                 "claim_batch_id": batch,
                 "lease_seconds": lease_seconds,
+                "max_attempts": self.max_attempts,
             },
         )
-        return Claim(batch, _rows(cur))
+        claimed, exhausted = _rows(cur)
+        return Claim(batch, tuple(claimed), started, lease_seconds, tuple(exhausted))
 
     def select_due_unlocked(self, limit: int) -> list[uuid.UUID]:
         cur = self.conn.execute(
@@ -128,11 +190,13 @@ class OutboxStore:
 
     def claim_ids_unchecked(self, ids: Sequence[uuid.UUID], lease_seconds: float) -> Claim:
         batch = uuid.uuid4()
+        started = time.monotonic()
         cur = self.conn.execute(
             queries()["claim_ids_unchecked"],  # type: ignore[arg-type]
             {"ids": list(ids), "worker_id": self.worker_id, "claim_batch_id": batch, "lease_seconds": lease_seconds},
         )
-        return Claim(batch, _rows(cur))
+        claimed, _ = _rows(cur)
+        return Claim(batch, tuple(claimed), started, lease_seconds)
 
     def _owned(self, name: str, batch: uuid.UUID, **arrays: Any) -> set[uuid.UUID]:
         params = {"worker_id": self.worker_id, "claim_batch_id": batch, **arrays}
@@ -170,10 +234,27 @@ class OutboxStore:
     def release(self, batch: uuid.UUID, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         return self._owned("release_owned", batch, ids=list(ids))
 
-    def gauges(self) -> Gauges:
-        row = self.conn.execute(queries()["gauges"], {"projection": self.projection}).fetchone()  # type: ignore[arg-type]
-        assert row is not None
-        return Gauges(lag=int(row["lag"]), oldest_age=float(row["oldest_age"]), stuck=int(row["stuck"]))
+    def gauges(self, fresh_seconds: float = 1.0, cap: int = GAUGE_COUNT_CAP) -> Gauges | None:
+        """The outbox gauges, read by at most one worker per projection at a time.
+
+        Returns the shared reading when another worker made one less than `fresh_seconds` ago,
+        otherwise tries to read the outbox itself (advisory lock, never waited for). None when
+        another worker is reading right now and no reading exists yet: keep the last values.
+        """
+        q = queries()
+        params = {"projection": self.projection}
+        cached = self.conn.execute(q["gauges_cached"], params).fetchone()  # type: ignore[arg-type]
+        if cached is not None and float(cached["staleness"]) < fresh_seconds:
+            return Gauges(int(cached["lag"]), float(cached["oldest_age"]), int(cached["stuck"]))
+        row = self.conn.execute(
+            q["gauges_read"],  # type: ignore[arg-type]
+            {**params, "lock_key": GAUGE_LOCK_KEY, "cap": cap, "fresh": fresh_seconds, "worker_id": self.worker_id},
+        ).fetchone()
+        if row is None:
+            row = cached
+        if row is None:
+            return None
+        return Gauges(int(row["lag"]), float(row["oldest_age"]), int(row["stuck"]))
 
 
 def insert_event(
