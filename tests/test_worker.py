@@ -304,10 +304,15 @@ def test_a_broken_database_connection_is_reopened(db_url: str) -> None:
     h.relay.reconnect = reconnect
     with connect(db_url) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    # Run the loop for half a second: the first claim fails on the dead connection, then the
-    # connection is reopened and the event is attempted.
-    threading.Timer(0.5, h.relay.stop.set).start()
-    h.relay.run()
+    # Run the loop until it is back: the first statement fails on the dead connection, then
+    # the connection is reopened and the event is attempted.
+    runner = threading.Thread(target=h.relay.run, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 15
+    while not any(line["event"] == "db.recovered" for line in h.logs()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    h.relay.stop.set()
+    runner.join(15)
     try:
         assert reopened
         assert [line["event"] for line in h.logs() if line["event"].startswith("db.")] == ["db.unavailable", "db.recovered"]

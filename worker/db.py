@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -31,9 +31,9 @@ _SCHEMA_LOCK_KEY = 0x0DB0_0B0C
 # the gauge reader's and chronicle's entry locks. Two-key locks never collide with one-key ones.
 GAUGE_LOCK_KEY = 0x0DB0_0B0D
 CHRONICLE_ENTRY_LOCK_KEY = 0x0DB0_0B0E
-GAUGE_COUNT_CAP = 10_000
+GAUGE_COUNT_CAP = 5_000
 """`outbox_lag_events` and `outbox_stuck_processing_events` are exact up to this many rows and
-saturate at it beyond ("10,000 or more"): counting further would make the gauge query grow
+saturate at it beyond ("5,000 or more"): counting further would make the gauge query grow
 with the backlog. Drills work with at most a few thousand rows."""
 
 
@@ -61,31 +61,46 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute(schema_sql())  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutboxRow:
-    """One claimed outbox row, as this worker saw it at claim time."""
+    """One claimed outbox row, as this worker saw it at claim time (treated as read-only).
+
+    Not `frozen`: a frozen dataclass sets each field through object.__setattr__, and a claim
+    builds hundreds of these per batch. The first fields are the claim's columns, in order.
+    """
 
     id: uuid.UUID
     seq: int
-    projection: str
     op: str
     entity_id: uuid.UUID
-    payload: Any
-    """The decoded payload, or None when `payload_error` says why it could not be decoded."""
+    raw_payload: str | None
+    """The payload's JSON text as Postgres wrote it (sent to the engine as it is)."""
     correlation_id: str | None
     attempts: int
-    created_at: datetime
-    lease_until: datetime | None
     prev_owner: str | None
     prev_lease_until: datetime | None
     prev_claim_batch_id: uuid.UUID | None
-    raw_payload: str | None = None
-    """The payload's JSON text as Postgres wrote it (sent to the engine as it is)."""
-    payload_error: str | None = None
-    superseded: bool = False
-    """A newer delete of the same entity is already done (decided by the claim, in SQL)."""
     exhausted: bool = False
     """The claim failed this row: it had used every attempt and its last claim was never settled."""
+    superseded: bool = False
+    """A newer delete of the same entity is already done (decided by the claim, in SQL)."""
+    payload_error: str | None = None
+    """Why the payload cannot be decoded (nested too deeply), else None."""
+    id_text: str = ""
+    entity_text: str = ""
+    """The two ids as text, formatted once: every log line and `_bulk` action needs them."""
+
+    @property
+    def payload(self) -> Any:
+        """The decoded payload (None when there is none or it cannot be decoded)."""
+        if self.raw_payload is None or self.payload_error is not None:
+            return None
+        return json.loads(self.raw_payload)
+
+    @property
+    def payload_is_object(self) -> bool:
+        # jsonb's text form of an object always starts with "{" (no leading blank).
+        return self.raw_payload is not None and self.raw_payload.startswith("{")
 
     @property
     def reclaimed(self) -> bool:
@@ -124,29 +139,35 @@ class Gauges:
     stuck: int
 
 
-def _decode(text: str | None) -> tuple[Any, str | None]:
-    """(payload, None) or (None, why it cannot be decoded)."""
-    if text is None:
-        return None, None
+# Python's json gives up near 1,000 levels of nesting; fewer brackets than this in all cannot
+# nest that deep, so most payloads are never decoded here at all.
+_DECODE_CHECK_BRACKETS = 500
+
+
+def payload_problem(text: str | None) -> str | None:
+    """Why the payload text cannot be decoded, or None when it can."""
+    if text is None or text.count("{") + text.count("[") < _DECODE_CHECK_BRACKETS:
+        return None
     try:
-        return json.loads(text), None
+        json.loads(text)
     except RecursionError:
-        # Python's json gives up near 1,000 levels (the engine's own mapping limit is far lower,
-        # `index.mapping.depth.limit` = 20); before this check the claim itself raised, killing
-        # every worker that took the row and stranding its batch-mates.
-        return None, f"payload is nested too deeply to decode ({len(text)} bytes of JSON)"
+        # The engine's own mapping limit is far lower (`index.mapping.depth.limit`, 20); before
+        # this check the claim itself raised (psycopg decoded the jsonb), killing every worker
+        # that took the row and stranding its batch-mates.
+        return f"payload is nested too deeply to decode ({len(text)} bytes of JSON)"
     except ValueError as exc:  # jsonb is always valid JSON; this is defence in depth
-        return None, f"payload is not valid JSON: {exc}"
+        return f"payload is not valid JSON: {exc}"
+    return None
 
 
-def _rows(cur: psycopg.Cursor[dict[str, Any]]) -> tuple[list[OutboxRow], list[OutboxRow]]:
+def _rows(cur: psycopg.Cursor[tuple[Any, ...]]) -> tuple[list[OutboxRow], list[OutboxRow]]:
     """(claimed rows, rows the claim failed), each in seq order."""
     claimed: list[OutboxRow] = []
     exhausted: list[OutboxRow] = []
     for r in cur.fetchall():
-        raw = r.pop("payload")
-        payload, error = _decode(raw)
-        row = OutboxRow(**r, payload=payload, raw_payload=raw, payload_error=error)
+        row = OutboxRow(*r)
+        row.payload_error = payload_problem(row.raw_payload)
+        row.id_text, row.entity_text = str(row.id), str(row.entity_id)
         (exhausted if row.exhausted else claimed).append(row)
     claimed.sort(key=lambda r: r.seq)
     exhausted.sort(key=lambda r: r.seq)
@@ -167,7 +188,7 @@ class OutboxStore:
     def claim(self, limit: int, lease_seconds: float) -> Claim:
         batch = uuid.uuid4()
         started = time.monotonic()
-        cur = self.conn.execute(
+        cur = self.conn.cursor(row_factory=tuple_row).execute(
             queries()["claim_batch"],  # type: ignore[arg-type]
             {
                 "projection": self.projection,
@@ -191,7 +212,7 @@ class OutboxStore:
     def claim_ids_unchecked(self, ids: Sequence[uuid.UUID], lease_seconds: float) -> Claim:
         batch = uuid.uuid4()
         started = time.monotonic()
-        cur = self.conn.execute(
+        cur = self.conn.cursor(row_factory=tuple_row).execute(
             queries()["claim_ids_unchecked"],  # type: ignore[arg-type]
             {"ids": list(ids), "worker_id": self.worker_id, "claim_batch_id": batch, "lease_seconds": lease_seconds},
         )

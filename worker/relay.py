@@ -317,7 +317,7 @@ class Relay:
                     batch_size=self.batch_size,
                     claimed_count=len(claim.rows),
                     claim_batch_id=str(claim.claim_batch_id),
-                    outbox_event_ids=[str(r.id) for r in claim.rows],
+                    outbox_event_ids=[r.id_text for r in claim.rows],
                 )
             if claim.reclaimed:
                 self._record_reclaim(claim)
@@ -364,7 +364,7 @@ class Relay:
                     why="lease_expired",
                     previous_claim_batch_id=str(owned[0].prev_claim_batch_id),
                     claim_batch_id=str(claim.claim_batch_id),
-                    outbox_event_ids=[str(r.id) for r in owned],
+                    outbox_event_ids=[r.id_text for r in owned],
                 )
 
     def _record_exhausted(self, claim: Claim) -> None:
@@ -381,8 +381,8 @@ class Relay:
                 projection=self.projection.name,
                 op=row.op,
                 attempt=row.attempts,
-                outbox_event_id=str(row.id),
-                entity_id=str(row.entity_id),
+                outbox_event_id=row.id_text,
+                entity_id=row.entity_text,
                 claim_batch_id=str(claim.claim_batch_id),
                 correlation_id=row.correlation_id,
                 reclaimed_from=row.prev_owner,
@@ -504,8 +504,8 @@ class Relay:
                     result=result,
                     reason=reason,
                     claim_batch_id=str(claim.claim_batch_id),
-                    failed_outbox_event_ids=[str(s.row.id) for s in bad] or None,
-                    failed_entity_ids=[str(s.row.entity_id) for s in bad] or None,
+                    failed_outbox_event_ids=[s.row.id_text for s in bad] or None,
+                    failed_entity_ids=[s.row.entity_text for s in bad] or None,
                 )
         span.end()
 
@@ -527,7 +527,7 @@ class Relay:
             claim_batch_id=str(batch),
             why=why,
             released_count=len(released),
-            outbox_event_ids=[str(r.id) for r in rows if r.id in released],
+            outbox_event_ids=[r.id_text for r in rows if r.id in released],
         )
         out: list[Settled] = []
         for row in rows:
@@ -537,6 +537,7 @@ class Relay:
                 s = Settled(row, Outcome("noop", "lease_lost"), "owner_mismatch")
                 self._account(batch, s)
                 out.append(s)
+        self._count(out)
         return out
 
     def _release_claim(self, claim: Claim, why: str) -> None:
@@ -573,8 +574,8 @@ class Relay:
         with self.tracer.start_as_current_span(SPAN_EVENT) as span:
             span.set_attributes(
                 {
-                    ATTR_OUTBOX_EVENT_ID: str(row.id),
-                    ATTR_ENTITY_ID: str(row.entity_id),
+                    ATTR_OUTBOX_EVENT_ID: row.id_text,
+                    ATTR_ENTITY_ID: row.entity_text,
                     ATTR_CLAIM_BATCH_ID: str(batch),
                     "projection": self.projection.name,
                     "op": row.op,
@@ -652,16 +653,39 @@ class Relay:
                 s = Settled(row, s.outcome, "owner_mismatch")
             self._account(batch, s)
             result.append(s)
+        self._count(result)
         return result
 
+    def _count(self, settled: Sequence[Settled]) -> None:
+        """The metrics of settled rows, one increment per label set and batch (not per row)."""
+        keys: Counter[tuple[str, str, str]] = Counter()
+        for s in settled:
+            if s.final in ("ok", "noop", "retry", "failed", "owner_mismatch"):
+                keys[(s.final, s.row.op, s.outcome.reason or "unknown")] += 1
+        m = self.metrics
+        for (final, op, reason), n in keys.items():
+            if final == "owner_mismatch":
+                m.count_owner_mismatch(n)
+            elif final in ("ok", "noop"):
+                m.count_processed(op, final, n)
+                if final == "noop" and reason in ("es_404", "es_409", "superseded"):
+                    m.count_noop(op, reason, n)
+            elif final == "retry":
+                m.count_failed(op, reason, n)
+                m.count_retry(op, reason, n)
+            else:
+                m.count_failed(op, reason, n)
+                m.count_terminal(op, reason, n)
+
     def _account(self, batch: uuid.UUID, s: Settled) -> None:
-        row, outcome, m = s.row, s.outcome, self.metrics
+        """The log line of one settled row (its metrics are counted by `_count`)."""
+        row, outcome = s.row, s.outcome
         fields: dict[str, Any] = {
             "projection": self.projection.name,
             "op": row.op,
             "attempt": row.attempts,
-            "outbox_event_id": str(row.id),
-            "entity_id": str(row.entity_id),
+            "outbox_event_id": row.id_text,
+            "entity_id": row.entity_text,
             "claim_batch_id": str(batch),
             "correlation_id": row.correlation_id,
             "status_code": outcome.status_code,
@@ -670,22 +694,17 @@ class Relay:
         if extra:
             fields.update(extra)
         if s.final == "owner_mismatch":
-            m.count_owner_mismatch()
             self.log.warning(
                 "outbox.owner_mismatch",
-                f"skipped completing {row.id}: the lease ended or another worker owns it now (lease lost)",
+                f"skipped completing {row.id_text}: the lease ended or another worker owns it now (lease lost)",
                 result="noop",
                 reason="lease_lost",
                 **fields,
             )
             return
         if s.final == "ok":
-            m.count_processed(row.op, "ok")
-            self.log.info("outbox.processed", f"Outbox {row.op}: {row.entity_id} ok", result="ok", **fields)
+            self.log.info("outbox.processed", f"Outbox {row.op}: {row.entity_text} ok", result="ok", **fields)
         elif s.final == "noop":
-            m.count_processed(row.op, "noop")
-            if outcome.reason in ("es_404", "es_409", "superseded"):
-                m.count_noop(row.op, outcome.reason)
             if outcome.reason == "es_404":
                 what = "not found in ES (noop)"
             elif outcome.reason == "superseded":
@@ -694,7 +713,7 @@ class Relay:
                 what = "already applied (noop)"
             self.log.info(
                 "outbox.idempotent_noop",
-                f"Outbox {row.op}: doc {row.entity_id} {what}",
+                f"Outbox {row.op}: doc {row.entity_text} {what}",
                 result="noop",
                 reason=outcome.reason,
                 noop=True,
@@ -703,8 +722,6 @@ class Relay:
             )
         elif s.final == "retry":
             reason = outcome.reason or "unknown"
-            m.count_failed(row.op, reason)
-            m.count_retry(row.op, reason)
             self.log.warning(
                 "outbox.retry_scheduled",
                 f"Outbox {row.op} attempt {row.attempts} failed ({reason}); retry in {s.delay:.2f}s",
@@ -717,8 +734,6 @@ class Relay:
             )
         else:
             reason = outcome.reason or "unknown"
-            m.count_failed(row.op, reason)
-            m.count_terminal(row.op, reason)
             why = "deterministic failure" if not outcome.retryable else "max attempts reached"
             self.log.error(
                 "outbox.failed",

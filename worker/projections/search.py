@@ -20,7 +20,6 @@ engine still refuses as too large (413) is halved until it fits.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -88,7 +87,7 @@ class SearchProjection:
         return self.injector.span_attributes()
 
     def _doc_path(self, row: OutboxRow) -> str:
-        return f"/{self.index}/_doc/{row.entity_id}"
+        return f"/{self.index}/_doc/{row.entity_text or row.entity_id}"
 
     @staticmethod
     def _version(row: OutboxRow) -> dict[str, str]:
@@ -101,15 +100,14 @@ class SearchProjection:
             return None
         if row.payload_error is not None:
             return Outcome("failed", "invalid_payload", error=row.payload_error, error_type="InvalidPayload")
-        if not isinstance(row.payload, dict):
-            return Outcome(
-                "failed", "invalid_payload", error=f"payload must be a JSON object, got {type(row.payload).__name__}", error_type="InvalidPayload"
-            )
+        if not row.payload_is_object:
+            kind = type(row.payload).__name__ if row.raw_payload is not None else "nothing"
+            return Outcome("failed", "invalid_payload", error=f"payload must be a JSON object, got {kind}", error_type="InvalidPayload")
         return None
 
     def _source(self, row: OutboxRow) -> str:
         # The JSON text Postgres gave us, sent as it is: no decode-encode round trip per row.
-        return row.raw_payload if row.raw_payload is not None else json.dumps(row.payload, ensure_ascii=False)
+        return row.raw_payload or "{}"
 
     # ---- one request per event -----------------------------------------------------------------
 
@@ -146,7 +144,7 @@ class SearchProjection:
         # action line is built without json.dumps.
         action = "delete" if row.op == "delete" else "index"
         vtype = "external_gte" if row.op == "delete" else "external"
-        meta = f'{{"{action}":{{"_index":"{self.index}","_id":"{row.entity_id}","version":{row.seq},"version_type":"{vtype}"}}}}\n'
+        meta = f'{{"{action}":{{"_index":"{self.index}","_id":"{row.entity_text}","version":{row.seq},"version_type":"{vtype}"}}}}\n'
         if row.op == "delete":
             return meta.encode()
         return (meta + self._source(row) + "\n").encode()

@@ -56,11 +56,12 @@ SET status         = CASE WHEN p.reclaim AND o.attempts >= %(max_attempts)s THEN
                           ELSE o.last_error END
 FROM picked AS p
 WHERE o.id = p.id
-RETURNING o.id, o.seq, o.projection, o.op, o.entity_id,
-          -- As text: decoded row by row in Python, so one payload that cannot be decoded
+-- The columns, in this order, are worker.db.OutboxRow's first fields.
+RETURNING o.id, o.seq, o.op, o.entity_id,
+          -- As text: checked row by row in Python, so one payload that cannot be decoded
           -- (nested too deep, say) fails alone instead of failing the whole claim.
           CASE WHEN o.status = 'failed' THEN NULL ELSE o.payload::text END AS payload,
-          o.correlation_id, o.attempts, o.created_at, o.lease_until,
+          o.correlation_id, o.attempts,
           p.prev_owner, p.prev_lease_until, p.prev_claim_batch_id,
           o.status = 'failed' AS exhausted,
           -- Superseded: a newer delete of the same entity is already done. The engine may have
@@ -92,8 +93,7 @@ SET status = 'processing',
     lease_until = now() + make_interval(secs => %(lease_seconds)s),
     attempts = o.attempts + 1
 WHERE o.id = ANY(%(ids)s::uuid[]) AND o.status IN ('pending', 'processing')
-RETURNING o.id, o.seq, o.projection, o.op, o.entity_id, o.payload::text AS payload, o.correlation_id,
-          o.attempts, o.created_at, o.lease_until,
+RETURNING o.id, o.seq, o.op, o.entity_id, o.payload::text AS payload, o.correlation_id, o.attempts,
           NULL::text AS prev_owner, NULL::timestamptz AS prev_lease_until,
           NULL::uuid AS prev_claim_batch_id,
           false AS exhausted,
