@@ -200,7 +200,7 @@ class Bench:
                 self.fill(dsn, backlog - have)
                 have = backlog
                 new, cached, old, claim = _gauge_figures(dsn, rounds)
-                label = f"{backlog // 1000}k" if backlog < 1_000_000 else f"{backlog // 1_000_000}M"
+                label = f"{backlog:,}" if backlog < 10_000 else f"{backlog // 1000}k" if backlog < 1_000_000 else f"{backlog // 1_000_000}M"
                 rows += [
                     Row(f"gauges ms at {label} pending (reading)", new, "ms", f"lag capped at {GAUGE_COUNT_CAP:,}"),
                     Row(f"gauges ms at {label} pending (shared reading)", cached, "ms", "the other workers"),
@@ -260,10 +260,23 @@ def _wait_for(cond: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
-def run(quick: bool = False, pg: EmbeddedPostgres | None = None, engine: EmbeddedEngine | None = None) -> list[Row]:
-    """Every figure of this benchmark, measured in one run on the same servers."""
-    rounds = 1 if quick else 3
-    events = 10_000 if quick else 40_000
+def run(
+    quick: bool = False,
+    pg: EmbeddedPostgres | None = None,
+    engine: EmbeddedEngine | None = None,
+    *,
+    events: int | None = None,
+    backlogs: list[int] | None = None,
+    rounds: int | None = None,
+) -> list[Row]:
+    """Every figure of this benchmark, measured in one run on the same servers.
+
+    Servers are started for the run unless given; `events`, `backlogs` and `rounds` override
+    the sizes of the mode (the smoke test uses tiny ones).
+    """
+    rounds = rounds or (1 if quick else 3)
+    events = events or (10_000 if quick else 40_000)
+    backlogs = backlogs or ([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000])
     with tempfile.TemporaryDirectory(prefix="drillui-bench-") as tmp:
         own_pg = pg is None
         own_engine = engine is None
@@ -301,7 +314,7 @@ def run(quick: bool = False, pg: EmbeddedPostgres | None = None, engine: Embedde
                     Row(f"one worker / min(claim, sink), batch {batch}", one / limit, "ratio", "goal >= 0.9"),
                     Row(f"two workers / one worker, batch {batch}", two / one, "ratio", "goal >= 1.0"),
                 ]
-            rows += b.gauges_ms([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000])
+            rows += b.gauges_ms(backlogs)
             load = os.getloadavg()
             rows.append(Row("load average at end (1, 5, 15 min)", load[0], "", f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"))
             return rows
