@@ -29,9 +29,10 @@ class DbOutage:
     that workers which lost Postgres together do not come back in step.
     """
 
-    def __init__(self, log: JsonLogger, projection: str, base: float, cap: float = DB_BACKOFF_CAP_SECONDS) -> None:
+    def __init__(self, log: JsonLogger, projection: str, base: float, cap: float | None = None) -> None:
         self.log = log
         self.projection = projection
+        cap = DB_BACKOFF_CAP_SECONDS if cap is None else cap
         self.policy = RetryPolicy(base=base, cap=max(cap, base), max_attempts=1)
         self.failures = 0
         self.since = 0.0
