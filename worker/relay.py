@@ -516,9 +516,10 @@ class Relay:
         try:
             released = self.store.release(batch, [r.id for r in rows])
         except psycopg.Error as exc:
-            # Still ours under the lease: another worker takes them back once it ends.
+            # Still ours under the lease: another worker takes them back once it ends. Not an
+            # owner mismatch, and not counted: the attempt simply never happened.
             self.log.error("outbox.release_failed", f"could not release {len(rows)} row(s): {exc}", reason="db_error", error_type=type(exc).__name__, claim_batch_id=str(batch))
-            released = set()
+            return [Settled(row, Outcome("noop", "lease_lost"), "released") for row in rows]
         text = "stopping" if why == "stopping" else "their lease would end before a write could land"
         self.log.info(
             "outbox.released",
