@@ -126,20 +126,20 @@ def test_a_stale_upsert_requeued_after_the_tombstone_expired_is_superseded(db_ur
 
 @pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "single"])
 def test_a_worker_stalled_past_its_lease_cannot_write_after_a_newer_delete(db_url: str, es_url: str, es_index: str, bulk: bool) -> None:
-    """The probe's timing, shrunk: tombstones live 1 s, leases 0.6 s, the stall lasts 2 s."""
-    _index(es_url, es_index, gc_deletes="1s")
+    """The probe's timing, shrunk: tombstones live 2 s, leases 0.9 s, the stall lasts 3.5 s."""
+    _index(es_url, es_index, gc_deletes="2s")
     entity = uuid.uuid4()
     [up] = _insert(db_url, 1, entity=entity)
-    opts: dict[str, Any] = {"es_url": es_url, "index": es_index, "bulk": bulk, "lease_seconds": 0.6, "tombstone_seconds": 1.0}
+    opts: dict[str, Any] = {"es_url": es_url, "index": es_index, "bulk": bulk, "lease_seconds": 0.9, "tombstone_seconds": 2.0}
     stalled = make_relay(db_url, worker_id="stalled", **opts)
     healthy = make_relay(db_url, worker_id="healthy", **opts)
     try:
         claim = stalled.relay.claim()  # ... and the process freezes here
-        time.sleep(0.7)
+        time.sleep(1.0)
         assert [s.final for s in healthy.relay.process(healthy.relay.claim())] == ["ok"]  # reclaimed, applied
         _insert(db_url, 1, op="delete", entity=entity)
         assert [s.final for s in healthy.relay.process(healthy.relay.claim())] == ["ok"]  # deleted
-        time.sleep(1.3)  # the engine forgets the delete
+        time.sleep(2.5)  # the engine forgets the delete
         late = stalled.relay.process(claim)  # the stalled worker wakes up
         assert [s.final for s in late] == ["owner_mismatch"]
         assert stalled.metric("outbox_es_bulk_requests_total") == 0

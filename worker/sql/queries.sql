@@ -169,14 +169,17 @@ WITH leader AS (
     SELECT pg_try_advisory_xact_lock(%(lock_key)s, hashtext(%(projection)s)) AS got
 ), reading AS (
     SELECT
+        -- ORDER BY makes it an index(-only) scan of the partial index: a plain LIMIT lets the
+        -- planner pick a sequential scan that, on a table bigger than shared_buffers, reads
+        -- and re-dirties heap pages on every call.
         (SELECT count(*) FROM (SELECT 1 FROM outbox
            WHERE projection = %(projection)s AND status = 'pending'
-           LIMIT %(cap)s) AS p) AS lag,
+           ORDER BY created_at LIMIT %(cap)s) AS p) AS lag,
         (SELECT min(created_at) FROM outbox
            WHERE projection = %(projection)s AND status = 'pending') AS oldest_created_at,
         (SELECT count(*) FROM (SELECT 1 FROM outbox
            WHERE projection = %(projection)s AND status = 'processing' AND lease_until < now()
-           LIMIT %(cap)s) AS s) AS stuck
+           ORDER BY lease_until LIMIT %(cap)s) AS s) AS stuck
     FROM leader
     WHERE leader.got AND NOT EXISTS (
         SELECT 1 FROM outbox_gauges
