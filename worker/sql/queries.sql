@@ -55,7 +55,9 @@ SET status         = CASE WHEN p.reclaim AND o.attempts >= %(max_attempts)s THEN
                           THEN format('claimed %%s time(s) and no claim was settled: each worker died or stalled past its lease', o.attempts)
                           ELSE o.last_error END
 FROM picked AS p
-WHERE o.id = p.id
+-- The ANY(ARRAY(...)) repeats the join as an index condition: without it, from a few hundred
+-- rows on, the planner may hash-join `picked` against a sequential scan of the whole table.
+WHERE o.id = p.id AND o.id = ANY(ARRAY(SELECT id FROM picked))
 -- The columns, in this order, are worker.db.OutboxRow's first fields.
 RETURNING o.id, o.seq, o.op, o.entity_id,
           -- As text: checked row by row in Python, so one payload that cannot be decoded
@@ -103,11 +105,13 @@ RETURNING o.id, o.seq, o.op, o.entity_id, o.payload::text AS payload, o.correlat
                 AND n.status = 'done' AND n.op = 'delete' AND n.seq > o.seq) AS superseded;
 
 -- name: complete_owned
+-- `o.id = ANY(ids)` repeats the join as a primary-key condition, so each settle looks its rows
+-- up by key instead of scanning every row in flight (the lease index) or the table.
 UPDATE outbox AS o
 SET status = 'done', processed_at = now(), lease_until = NULL,
     last_reason = r.reason, last_error = NULL
 FROM unnest(%(ids)s::uuid[], %(reasons)s::text[]) AS r(id, reason)
-WHERE o.id = r.id AND o.status = 'processing'
+WHERE o.id = r.id AND o.id = ANY(%(ids)s::uuid[]) AND o.status = 'processing'
   AND o.claimed_by = %(worker_id)s AND o.claim_batch_id = %(claim_batch_id)s
   AND o.lease_until > now()
 RETURNING o.id;
@@ -119,7 +123,7 @@ SET status = 'pending', lease_until = NULL,
     last_reason = r.reason, last_error = r.error
 FROM unnest(%(ids)s::uuid[], %(delays)s::float8[], %(reasons)s::text[], %(errors)s::text[])
      AS r(id, delay, reason, error)
-WHERE o.id = r.id AND o.status = 'processing'
+WHERE o.id = r.id AND o.id = ANY(%(ids)s::uuid[]) AND o.status = 'processing'
   AND o.claimed_by = %(worker_id)s AND o.claim_batch_id = %(claim_batch_id)s
   AND o.lease_until > now()
 RETURNING o.id;
@@ -128,7 +132,7 @@ RETURNING o.id;
 UPDATE outbox AS o
 SET status = 'failed', lease_until = NULL, last_reason = r.reason, last_error = r.error
 FROM unnest(%(ids)s::uuid[], %(reasons)s::text[], %(errors)s::text[]) AS r(id, reason, error)
-WHERE o.id = r.id AND o.status = 'processing'
+WHERE o.id = r.id AND o.id = ANY(%(ids)s::uuid[]) AND o.status = 'processing'
   AND o.claimed_by = %(worker_id)s AND o.claim_batch_id = %(claim_batch_id)s
   AND o.lease_until > now()
 RETURNING o.id;
