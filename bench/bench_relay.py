@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -67,6 +68,8 @@ class Bench:
         self.pg = pg
         self.engine = engine
         self.workdir = workdir
+        self.diagnostics: dict[tuple[int, int], list[dict[str, float]]] = {}
+        """Per (batch, workers): where the time went in each worker run (see workers_rate)."""
 
     # ---- fixtures ---------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class Bench:
                     procs.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT))
             for log in logs:
                 _wait_for(lambda log=log: b'"worker.started"' in log.read_bytes(), 30)  # type: ignore[misc]
+            cpu_before = self._cpu(procs, dsn)
             self.fill(dsn, events)
             # Timed by Postgres' clock from the commit of the backlog to the last row done, and
             # polled seldom and through the partial indexes: a poll that counted the table
@@ -180,7 +184,18 @@ class Bench:
                         raise RuntimeError("workers did not drain the backlog in 300 s")
                     time.sleep(0.1)
                 ended = _scalar(conn, "SELECT max(processed_at) AS v FROM outbox")
-            return events / (ended - began).total_seconds()
+            seconds = (ended - began).total_seconds()
+            cpu_after = self._cpu(procs, dsn)
+            in_flight = sum(_bulk_seconds(log) for log in logs)
+            self.diagnostics.setdefault((batch, workers), []).append(
+                {
+                    # Share of the wall time a `_bulk` request of each worker was in flight: near
+                    # 1 means the pipeline never leaves the engine waiting for the worker.
+                    "in_flight": in_flight / (seconds * workers),
+                    **{f"{k}_us_per_row": (cpu_after[k] - cpu_before[k]) / events * 1e6 for k in cpu_after},
+                }
+            )
+            return events / seconds
         finally:
             for p in procs:
                 p.terminate()
@@ -188,6 +203,24 @@ class Bench:
                 p.wait(30)
             self.drop_index(index)
             self.drop_db(dsn)
+
+    def _cpu(self, procs: list[subprocess.Popen[bytes]], dsn: str) -> dict[str, float]:
+        """CPU seconds so far of the worker processes, the engine and the workers' backends."""
+        database = dsn.rsplit("/", 1)[1]
+
+        def cpu(p: psutil.Process) -> float:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                return 0.0
+            return float(t.user + t.system)
+
+        backends = [c for c in psutil.Process(self.pg.pid).children() if _cmdline_has(c, database)]
+        return {
+            "worker": sum(cpu(psutil.Process(p.pid)) for p in procs),
+            "engine": cpu(psutil.Process(self.engine.pid)),
+            "postgres": sum(cpu(c) for c in backends),
+        }
 
     # ---- gauges -----------------------------------------------------------------------------
 
@@ -216,6 +249,23 @@ OPEN_ROWS = (
     "SELECT EXISTS (SELECT 1 FROM outbox WHERE projection = 'search_index_to_elastic' AND status = 'pending') "
     "OR EXISTS (SELECT 1 FROM outbox WHERE projection = 'search_index_to_elastic' AND status = 'processing') AS v"
 )
+
+
+def _cmdline_has(p: psutil.Process, text: str) -> bool:
+    try:
+        return any(text in part for part in p.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _bulk_seconds(log: Path) -> float:
+    """Seconds a worker spent in `_bulk` round trips, from its /metrics."""
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"metrics.listening"' in line:
+            port = json.loads(line)["metrics_port"]
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("outbox_es_bulk_request_duration_seconds_sum"))
+    return 0.0
 
 
 def _scalar(conn: Any, sql: str) -> Any:
@@ -312,6 +362,7 @@ def run(
             for batch in (100, 500):
                 claim, sink, one, two = (statistics.median(seen[(n, batch)]) for n in ("claim", "sink", "one", "two"))
                 limit = min(claim, sink)
+                diag = {k: statistics.median(d[k] for d in b.diagnostics[(batch, 1)]) for k in b.diagnostics[(batch, 1)][0]}
                 rows += [
                     Row(f"claim+done limit, batch {batch}", claim, "rows/s", "1 connection"),
                     Row(f"sink limit (_bulk, keyword-only), batch {batch}", sink, "docs/s", "1 connection"),
@@ -319,6 +370,13 @@ def run(
                     Row(f"two workers, batch {batch}", two, "rows/s"),
                     Row(f"one worker / min(claim, sink), batch {batch}", one / limit, "ratio", "goal >= 0.9"),
                     Row(f"two workers / one worker, batch {batch}", two / one, "ratio", "goal >= 1.0"),
+                    Row(f"one worker: _bulk in flight, batch {batch}", diag["in_flight"], "share", "of the wall time"),
+                    Row(
+                        f"one worker: CPU per row, batch {batch}",
+                        diag["worker_us_per_row"],
+                        "us",
+                        f"engine {diag['engine_us_per_row']:.0f} us, its Postgres backend {diag['postgres_us_per_row']:.0f} us",
+                    ),
                 ]
             rows += b.gauges_ms(backlogs)
             load = os.getloadavg()
@@ -335,7 +393,7 @@ def table(rows: list[Row]) -> str:
     width = max(len(r.figure) for r in rows)
     out = [f"| {'figure':<{width}} | {'value':>10} | unit   | note |", f"|{'-' * (width + 2)}|{'-' * 12}|--------|------|"]
     for r in rows:
-        value = f"{r.value:,.0f}" if r.unit in ("rows/s", "docs/s") else f"{r.value:.3f}" if r.unit in ("ms", "ratio") else ""
+        value = f"{r.value:,.0f}" if r.unit in ("rows/s", "docs/s", "us") else f"{r.value:.3f}" if r.unit in ("ms", "ratio", "share") else ""
         out.append(f"| {r.figure:<{width}} | {value:>10} | {r.unit:<6} | {r.note} |")
     return "\n".join(out)
 
