@@ -104,3 +104,33 @@ def test_tracing_disabled_is_said_at_start(db_url: str, tmp_path: Path) -> None:
         proc.wait(10)
     assert "OTEL_SDK_DISABLED" in str(rec["msg"])
     assert all("trace_id" not in r for r in _lines(log))
+
+
+def test_sigterm_with_a_black_holed_engine_stops_after_the_request_in_flight(db_url: str, tmp_path: Path) -> None:
+    """Single-request mode used to send (and wait for) every row of the batch after SIGTERM."""
+    import socket
+
+    with connect(db_url) as conn:
+        ensure_schema(conn)
+        ids = [insert_event(conn, projection="search_index_to_elastic", op="delete", entity_id=uuid.uuid4()) for _ in range(8)]
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # accepts (in the kernel), never answers
+    env = {"DATABASE_URL": db_url, "ES_URL": f"http://127.0.0.1:{hole.getsockname()[1]}", "ES_TIMEOUT": "1", "OUTBOX_BATCH_SIZE": "8"}
+    proc, log = _start(tmp_path, env)
+    try:
+        _wait(log, "outbox.claimed")
+        time.sleep(0.2)  # the first request is in flight
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        hole.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with connect(db_url) as conn:
+        rows = conn.execute("SELECT status, attempts, last_reason FROM outbox WHERE id = ANY(%s)", (ids,)).fetchall()
+    assert sorted((r["status"], r["attempts"], r["last_reason"]) for r in rows) == [("pending", 0, None)] * 7 + [("pending", 1, "es_timeout")]
+    [released] = [r for r in _lines(log) if r.get("event") == "outbox.released"]
+    assert released["released_count"] == 7 and released["why"] == "stopping"
+    assert _lines(log)[-1]["event"] == "worker.stopped"

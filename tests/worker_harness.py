@@ -68,6 +68,10 @@ def make_relay(
     break_claim_sleep: float | None = None,
     chronicle_version: int = 1,
     es_timeout: float = 2.0,
+    tombstone_seconds: float = 60.0,
+    bulk_max_bytes: int = 10 * 1024 * 1024,
+    process_sleep: float | None = None,
+    pipeline: bool = True,
 ) -> Harness:
     conn = connect(db_url)
     ensure_schema(conn)
@@ -82,18 +86,24 @@ def make_relay(
     if projection == "chronicle":
         proj = ChronicleProjection(conn, version=chronicle_version)
     else:
-        proj = SearchProjection(es_url=es_url, index=index, timeout=es_timeout, bulk=bulk, injector=inj, on_bulk=bulk_recorder(metrics))
+        proj = SearchProjection(
+            es_url=es_url, index=index, timeout=es_timeout, bulk=bulk, injector=inj, on_bulk=bulk_recorder(metrics), max_bulk_bytes=bulk_max_bytes
+        )
+    pol = policy or RetryPolicy(0.05, 0.2, 5)
     relay = Relay(
-        store=OutboxStore(conn, projection=projection, worker_id=worker_id),
+        store=OutboxStore(conn, projection=projection, worker_id=worker_id, max_attempts=pol.max_attempts),
         projection=proj,
         metrics=metrics,
         tracer=tracing.tracer,
         log=log,
-        policy=policy or RetryPolicy(0.05, 0.2, 5),
+        policy=pol,
         worker_id=worker_id,
         batch_size=batch_size,
         lease_seconds=lease_seconds,
         poll_interval=0.05,
+        tombstone_seconds=tombstone_seconds,
         break_claim_sleep=break_claim_sleep,
+        process_sleep=process_sleep,
+        pipeline=pipeline,
     )
     return Harness(relay, registry, exporter, tracing, out, conn)

@@ -20,6 +20,7 @@ from worker.faults import Es429Injector
 from worker.projections.base import Projection
 from worker.projections.chronicle import ChronicleProjection
 from worker.projections.search import SearchProjection
+from worker.redact import redact
 from worker.relay import Relay, bulk_recorder
 from worker.retry import RetryPolicy
 from worker.settings import SettingsError, WorkerSettings, load_settings
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        print(redact(f"worker: {exc}"), file=sys.stderr)
         return 2
 
     stop = threading.Event()
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         conn = connect(s.DATABASE_URL)
         ensure_schema(conn)
     except psycopg.Error as exc:
-        print(f"worker: DATABASE_URL: cannot connect or create tables ({str(exc).strip().splitlines()[0]})", file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(redact(f"worker: DATABASE_URL: cannot connect or create tables ({first})"), file=sys.stderr)
         server.shutdown()
         return 1
 
@@ -111,9 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         projection = ChronicleProjection(conn, version=s.CHRONICLE_PROJECTION_VERSION)
     else:
         projection = SearchProjection(
-            es_url=s.ES_URL, index=s.ES_INDEX, timeout=s.ES_TIMEOUT, bulk=s.OUTBOX_USE_ES_BULK, injector=injector, on_bulk=bulk_recorder(metrics)
+            es_url=s.ES_URL,
+            index=s.ES_INDEX,
+            timeout=s.ES_TIMEOUT,
+            bulk=s.OUTBOX_USE_ES_BULK,
+            injector=injector,
+            on_bulk=bulk_recorder(metrics),
+            max_bulk_bytes=s.OUTBOX_BULK_MAX_BYTES,
         )
-    store = OutboxStore(conn, projection=s.OUTBOX_PROJECTION, worker_id=s.OUTBOX_WORKER_ID)
+    store = OutboxStore(conn, projection=s.OUTBOX_PROJECTION, worker_id=s.OUTBOX_WORKER_ID, max_attempts=s.OUTBOX_MAX_ATTEMPTS)
 
     def reconnect() -> None:
         fresh = connect(s.DATABASE_URL)
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=s.OUTBOX_BATCH_SIZE,
         lease_seconds=s.OUTBOX_LEASE_SECONDS,
         poll_interval=s.OUTBOX_POLL_INTERVAL,
+        tombstone_seconds=s.OUTBOX_ES_TOMBSTONE_SECONDS,
         break_claim_sleep=s.OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP,
         process_sleep=s.OUTBOX_EXPERIMENT_PROCESS_SLEEP,
         stop=stop,

@@ -20,6 +20,11 @@ Responses (`classify_response`, `classify_bulk_item`), checked in this order:
         body does not confirm the idempotent case) . failed  es_4xx
     anything else (1xx, 3xx) ....................... failed  unknown
 
+Two reasons come from Postgres, not from the engine, and are built here too (`superseded`,
+`lease_lost`): `superseded` when the claim finds a newer delete of the entity already done (the
+row is settled as a noop without calling the engine, see `superseded()`), `lease_lost` when the
+lease would end before a write could land, or ended before its settle.
+
 A body that is not JSON, or JSON of an unexpected shape, is still classified by its status; it
 only loses the error type. The two idempotent noops need the body's confirmation on purpose: a
 noop drops the event for good, so a bare 404 from a proxy or a wrong URL prefix must surface as a
@@ -52,6 +57,7 @@ httpx's `_transports/default.py`); the httpx tree is:
     psycopg.Error / psycopg_pool errors ............ retry  db_error (matched by module name,
                                                      so psycopg is never imported here)
     InvalidPayload (this module) ................... failed invalid_payload
+    RecursionError (a payload nested too deeply) ... failed invalid_payload
     ConnectionError (refused, reset, aborted,
         broken pipe) ............................... retry  es_connect
     TimeoutError (incl. socket.timeout) ............ retry  es_timeout
@@ -76,6 +82,7 @@ from typing import Any, Final, Literal, get_args
 import httpx
 
 from worker.contract import REASONS, FailureClass, Op, Reason
+from worker.redact import redact
 
 __all__ = [
     "ERROR_SUMMARY_MAX",
@@ -87,6 +94,7 @@ __all__ = [
     "classify_exception",
     "classify_response",
     "failure_class",
+    "superseded",
 ]
 
 OutcomeResult = Literal["ok", "retry", "failed", "noop"]
@@ -149,6 +157,11 @@ class Outcome:
     def retryable(self) -> bool:
         """True when the event should be rescheduled with backoff."""
         return self.result == "retry"
+
+
+def superseded() -> Outcome:
+    """The noop of a row the claim found superseded by a newer, already applied delete."""
+    return Outcome("noop", "superseded", error="a newer delete of this entity is already applied; the engine was not called")
 
 
 def failure_class(status_code: int) -> FailureClass | None:
@@ -231,6 +244,7 @@ _EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], OutcomeResult, Reason],
     (httpx.DecodingError, "failed", "unknown"),
     (httpx.TooManyRedirects, "failed", "unknown"),
     (InvalidPayload, "failed", "invalid_payload"),
+    (RecursionError, "failed", "invalid_payload"),
     (ConnectionError, "retry", "es_connect"),
     (TimeoutError, "retry", "es_timeout"),
 )
@@ -353,6 +367,9 @@ def _exception_outcome(exc: BaseException, result: OutcomeResult, reason: Reason
 
 
 def _truncate(text: str, limit: int = ERROR_SUMMARY_MAX) -> str:
+    # Every error summary passes here on its way to logs and span events: mask passwords of
+    # any URL the text quotes (an httpx error naming ES_URL, say) before it is cut.
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

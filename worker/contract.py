@@ -23,6 +23,9 @@ Reason = Literal[
     "es_4xx",
     "es_404",
     "es_409",
+    # An event older than a delete of its entity that is already settled: settled as a noop in
+    # Postgres without calling the engine (whose memory of the delete may have expired).
+    "superseded",
     "db_error",
     "lease_lost",
     "invalid_payload",

@@ -7,15 +7,43 @@ is refused at start with a one-line message naming the variable (see `load_setti
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping
+from typing import Final
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.contract import DEFAULT_SERVICE_NAME, OPS, Projection
+from worker.redact import redact
+
+DEFAULT_BULK_MAX_BYTES: Final = 10 * 1024 * 1024
+"""10 MiB: inside the 5-15 MB Elasticsearch recommends per `_bulk`, a tenth of the engines'
+default request limit (`http.max_content_length`, 100 MB)."""
+DEFAULT_TOMBSTONE_SECONDS: Final = 60.0
+"""Elasticsearch's and OpenSearch's default `index.gc_deletes`."""
+
+# libpq settings whose values are a closed list: libpq only checks them when it connects, where
+# a typo reads like "cannot connect"; checked here it is a bad setting (exit 2).
+_LIBPQ_CHOICES: Final[Mapping[str, frozenset[str]]] = {
+    "sslmode": frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}),
+    "gssencmode": frozenset({"disable", "prefer", "require"}),
+    "channel_binding": frozenset({"disable", "prefer", "require"}),
+    "target_session_attrs": frozenset({"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}),
+    "load_balance_hosts": frozenset({"disable", "random"}),
+    "sslnegotiation": frozenset({"postgres", "direct"}),
+}
+_LIBPQ_INTEGERS: Final = frozenset(
+    {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}
+)
+# Elasticsearch / OpenSearch index name rules: lowercase, none of these characters, not
+# starting with - _ +, not . or .., at most 255 bytes.
+_INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:]')
 
 
 class SettingsError(Exception):
@@ -72,6 +100,15 @@ class WorkerSettings(BaseSettings):
     ES_TIMEOUT: float = Field(5.0, gt=0, le=600)
     """Seconds before one engine request counts as a timeout."""
 
+    OUTBOX_BULK_MAX_BYTES: int = Field(DEFAULT_BULK_MAX_BYTES, ge=1024, le=2**31)
+    """Largest `_bulk` request body in bytes: a batch is split into requests of at most this size,
+    and a single document bigger than that fails alone (`invalid_payload`). Keep it below the
+    engine's `http.max_content_length` (100 MB by default)."""
+    OUTBOX_ES_TOMBSTONE_SECONDS: float = Field(DEFAULT_TOMBSTONE_SECONDS, gt=0, le=10 * 86_400)
+    """How long the engine remembers a delete (the index's `index.gc_deletes`). Writes are only
+    sent while they can land within `min(lease, tombstone - lease)` of the claim, so an older
+    write can never land after the engine forgot a newer delete; must exceed the lease."""
+
     OUTBOX_EXPERIMENT_ES_429_EVERY_N: int | None = Field(None, ge=1)
     """Fault knob: inject a 429 on every n-th engine call."""
     OUTBOX_EXPERIMENT_ES_429_RATIO: float | None = Field(None, ge=0, le=1)
@@ -90,6 +127,35 @@ class WorkerSettings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            params = conninfo_to_dict(v)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"{' '.join(str(exc).split())}; see the libpq connection URI format") from None
+        for port in filter(None, str(params.get("port") or "").split(",")):
+            if not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"port {port!r} is not a TCP port (1-65535)")
+        for key, allowed in _LIBPQ_CHOICES.items():
+            if key in params and str(params[key]) not in allowed:
+                raise ValueError(f"{key}={str(params[key])!r} is not one of {', '.join(sorted(allowed))}")
+        for key in _LIBPQ_INTEGERS & params.keys():
+            if not str(params[key]).isdigit():
+                raise ValueError(f"{key}={str(params[key])!r} must be a whole number")
+        return v
+
+    @field_validator("ES_INDEX")
+    @classmethod
+    def _index(cls, v: str) -> str:
+        if not v or v in (".", ".."):
+            raise ValueError("must be an index name such as wordloom-search")
+        bad = sorted(set(_INDEX_FORBIDDEN.findall(v)))
+        if bad:
+            raise ValueError(f"an index name cannot contain {' '.join(repr(c) for c in bad)}; use e.g. wordloom-search")
+        if v != v.lower():
+            raise ValueError(f"an index name must be lowercase, e.g. {v.lower()!r}")
+        if v[0] in "-_+":
+            raise ValueError(f"an index name cannot start with {v[0]!r}")
+        if len(v.encode()) > 255:
+            raise ValueError("an index name is at most 255 bytes")
         return v
 
     @field_validator("ES_URL", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -117,6 +183,11 @@ class WorkerSettings(BaseSettings):
     def _backoff(self) -> WorkerSettings:
         if self.OUTBOX_BACKOFF_CAP < self.OUTBOX_BACKOFF_BASE:
             raise ValueError("OUTBOX_BACKOFF_CAP must be >= OUTBOX_BACKOFF_BASE")
+        if self.OUTBOX_PROJECTION != "chronicle" and self.OUTBOX_LEASE_SECONDS >= self.OUTBOX_ES_TOMBSTONE_SECONDS:
+            raise ValueError(
+                f"OUTBOX_LEASE_SECONDS ({self.OUTBOX_LEASE_SECONDS:g}) must be below OUTBOX_ES_TOMBSTONE_SECONDS "
+                f"({self.OUTBOX_ES_TOMBSTONE_SECONDS:g}, the index's index.gc_deletes): shorten the lease"
+            )
         return self
 
     @property
@@ -139,8 +210,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "settings"
         value = known.get(loc)
-        shown = f" (got {value!r})" if value is not None and loc != "DATABASE_URL" else ""
-        msg = err["msg"].removeprefix("Value error, ")
+        shown = f" (got {redact(repr(value))})" if value is not None and loc != "DATABASE_URL" else ""
+        msg = redact(err["msg"].removeprefix("Value error, "))
         if err["type"] == "missing":
             raise SettingsError(f"{loc} is not set: export {loc}=... (see CONTRACT.md, Worker settings)") from None
+        if not loc or loc == "settings":
+            raise SettingsError(msg) from None
         raise SettingsError(f"{loc}: {msg}{shown}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -19,12 +20,20 @@ class Projection(Protocol):
 
     name: str
 
-    def apply_one(self, row: OutboxRow) -> Outcome:
-        """Apply one row (single-document mode)."""
+    def apply_one(self, row: OutboxRow, *, deadline: float | None = None) -> Outcome | None:
+        """Apply one row (single-document mode); None when it was not sent.
+
+        `deadline` (time.monotonic()) is when the claim's write window ends: a projection whose
+        writes could land after it must not send them and returns None, and the relay gives
+        the row back unattempted.
+        """
         ...
 
-    def apply_batch(self, rows: Sequence[OutboxRow]) -> list[Outcome]:
-        """Apply many rows at once; one outcome per row, in order."""
+    def apply_batch(
+        self, rows: Sequence[OutboxRow], *, deadline: float | None = None, stop: threading.Event | None = None
+    ) -> list[Outcome | None]:
+        """Apply many rows at once; one outcome per row, in order, None for a row not sent
+        (the window ended, or `stop` was set between two requests)."""
         ...
 
     def event_attributes(self, row: OutboxRow) -> dict[str, Any]:

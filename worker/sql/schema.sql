@@ -34,6 +34,26 @@ CREATE INDEX IF NOT EXISTS outbox_lease_idx
     ON outbox (projection, lease_until) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS outbox_failed_idx
     ON outbox (projection, created_at) WHERE status = 'failed';
+-- The claim asks, for each row it takes, "is a newer delete of this entity already done?"
+-- (then the row is superseded: the engine may have forgotten that delete, see queries.sql).
+-- Only done deletes are in this index, so the probe is one short index lookup.
+CREATE INDEX IF NOT EXISTS outbox_done_delete_idx
+    ON outbox (projection, entity_id, seq) WHERE status = 'done' AND op = 'delete';
+-- Gauges: the oldest pending row is the first entry, and the capped lag count reads at most
+-- GAUGE_COUNT_CAP entries: both independent of the backlog.
+CREATE INDEX IF NOT EXISTS outbox_pending_age_idx
+    ON outbox (projection, created_at) WHERE status = 'pending';
+
+-- The last gauge reading per projection. One worker at a time reads the outbox (under an
+-- advisory lock) and writes the result here; the others export this row instead of scanning.
+CREATE TABLE IF NOT EXISTS outbox_gauges (
+    projection        text PRIMARY KEY,
+    lag               bigint      NOT NULL,
+    oldest_created_at timestamptz,
+    stuck             bigint      NOT NULL,
+    read_at           timestamptz NOT NULL,
+    read_by           text        NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS chronicle_events (
     id          uuid PRIMARY KEY,
@@ -54,4 +74,13 @@ CREATE TABLE IF NOT EXISTS chronicle_entries (
     -- outbox.seq of the event that wrote this row: an older event never overwrites a newer one.
     source_seq         bigint      NOT NULL,
     projected_at       timestamptz NOT NULL DEFAULT now()
+);
+
+-- A chronicle delete leaves its source_seq here, so an older upsert that arrives later (a
+-- retry, a stalled worker) cannot bring the entry back: the entry table alone has no memory
+-- of a row it no longer holds.
+CREATE TABLE IF NOT EXISTS chronicle_tombstones (
+    event_id   uuid PRIMARY KEY,
+    source_seq bigint      NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now()
 );

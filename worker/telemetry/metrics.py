@@ -8,7 +8,8 @@ projection, op, result, reason and failure_class are closed enums; no id ever be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -17,7 +18,7 @@ from worker.contract import FAILURE_CLASSES, OPS, REASONS
 _COMMON = ("component", "env")
 # Retryable reasons are the ones a retry counter can carry; noops are the idempotent reasons.
 RETRYABLE_REASONS = ("es_connect", "es_timeout", "es_429", "es_5xx", "db_error", "lease_lost")
-NOOP_REASONS = ("es_404", "es_409")
+NOOP_REASONS = ("es_404", "es_409", "superseded")
 _CLAIM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _PROCESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -29,6 +30,9 @@ class WorkerMetrics:
     registry: CollectorRegistry
     env: str
     projection: str
+    # Labelled children by (metric name, label values): `labels()` costs a lock and a tuple
+    # per call, and the relay counts every row of every batch.
+    _children: dict[tuple[str, ...], Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -110,21 +114,28 @@ class WorkerMetrics:
         for cls in FAILURE_CLASSES:
             self.bulk_item_failures.labels(**self._c(), failure_class=cls)
 
+    def _op_child(self, metric: Counter, op: str, key: str, value: str) -> Any:
+        k = (metric._name, op, value)
+        child = self._children.get(k)
+        if child is None:
+            child = self._children[k] = metric.labels(**self._p(), op=op, **{key: value})
+        return child
+
     # Small verbs so the processing code reads as the contract does.
-    def count_processed(self, op: str, result: str) -> None:
-        self.processed.labels(**self._p(), op=op, result=result).inc()
+    def count_processed(self, op: str, result: str, n: int = 1) -> None:
+        self._op_child(self.processed, op, "result", result).inc(n)
 
-    def count_noop(self, op: str, reason: str) -> None:
-        self.idempotent_noop.labels(**self._p(), op=op, reason=reason).inc()
+    def count_noop(self, op: str, reason: str, n: int = 1) -> None:
+        self._op_child(self.idempotent_noop, op, "reason", reason).inc(n)
 
-    def count_failed(self, op: str, reason: str) -> None:
-        self.failed.labels(**self._p(), op=op, reason=reason).inc()
+    def count_failed(self, op: str, reason: str, n: int = 1) -> None:
+        self._op_child(self.failed, op, "reason", reason).inc(n)
 
-    def count_retry(self, op: str, reason: str) -> None:
-        self.retry_scheduled.labels(**self._p(), op=op, reason=reason).inc()
+    def count_retry(self, op: str, reason: str, n: int = 1) -> None:
+        self._op_child(self.retry_scheduled, op, "reason", reason).inc(n)
 
-    def count_terminal(self, op: str, reason: str) -> None:
-        self.terminal_failed.labels(**self._p(), op=op, reason=reason).inc()
+    def count_terminal(self, op: str, reason: str, n: int = 1) -> None:
+        self._op_child(self.terminal_failed, op, "reason", reason).inc(n)
 
     def count_owner_mismatch(self, n: int = 1) -> None:
         if n:
