@@ -55,7 +55,7 @@ def _records(state: RunState) -> Iterable[LogRecord]:
         yield logs.record(n)
 
 
-NOOP_REASONS: Final = frozenset({"es_404", "es_409"})
+NOOP_REASONS: Final = frozenset({"es_404", "es_409", "superseded"})
 # Within the dominant tier, a reason at least this share of the top one is "dominant" too: two
 # noop reasons of a duplicate delivery come in equal numbers, and either names the class.
 CLOSE_SHARE: Final = 0.5
