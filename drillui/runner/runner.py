@@ -53,6 +53,7 @@ from drillui.record.events import (
     GaugesProbed,
     PhaseChanged,
     ProbeRecorded,
+    PromqlEvaluated,
     RowsSettled,
     RunStarted,
     Said,
@@ -81,6 +82,7 @@ from drillui.runner.cleanup import (
 from drillui.runner.export import export_traces
 from drillui.runner.infra import Infrastructure
 from drillui.runner.observers import Observers, Target
+from drillui.runner.promql import RunPrometheus
 from drillui.runner.recorder import Listener, Recorder
 from drillui.runner.workers import WorkerProcess, WorkerStartError
 from drillui.scenarios import Drill
@@ -232,6 +234,7 @@ class DrillRunner:
         self._recovered_at: float | None = None
         self._http = http.client(timeout=5.0)
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.prometheus = RunPrometheus(infra, self.drill, self.emit, self.say)
 
     # ---- what the trainer may do while the run goes on (any thread) ------------------------
 
@@ -246,6 +249,12 @@ class DrillRunner:
     def step(self, index: int, say: str = "") -> None:
         """The trainer's current step, recorded with the run."""
         self._commands.put(("step", (index, say)))
+
+    def record_promql(self, event: PromqlEvaluated) -> bool:
+        """Record a PromQL answer the dashboard fetched (any thread): a step applied, a typed
+        query. False once the run has ended (its record is closed): nothing is appended to it."""
+        recorder = self._recorder
+        return recorder is not None and recorder.emit_if_open(event) is not None
 
     def _drain(self) -> bool:
         """Carry out the trainer's commands (in the runner's thread); True once asked to recover."""
@@ -396,12 +405,14 @@ class DrillRunner:
             self.emit(WorkerStarted(name=wp.name, worker_id=wp.worker_id, pid=wp.pid, metrics_url=url,
                                     log_file=self.snapshot.relative(wp.log_path)))
             self.say(f"worker {wp.name} up (pid {wp.pid}, metrics {url})")
+        self.prometheus.publish(self._scrape_targets())
         return handles
 
     def _worker_ended(self, wp: WorkerProcess, how: str) -> None:
         code = wp.proc.returncode if wp.proc is not None else None
         self.emit(WorkerStopped(name=wp.name, worker_id=wp.worker_id, pid=wp.pid, exit_code=code, how=how))  # type: ignore[arg-type]
         self.say(f"worker {wp.name} {'killed (SIGKILL)' if how == 'killed' else 'stopped'} (exit {code})")
+        self.prometheus.publish(self._scrape_targets())
 
     def restart_workers(self, env: dict[str, str]) -> None:
         """Stop every live worker cleanly and start it again with `env` on top of its own."""
@@ -502,6 +513,7 @@ class DrillRunner:
             except psycopg.Error as exc:
                 raise StackError(f"Postgres failed while preparing the drill: {redact_text(str(exc).strip())}") from None
             self.snapshot = Snapshot.create(Path(self.options.snapshots), self.drill.id)
+            self.prometheus.probe(self.snapshot.run_id)
             self._recorder = Recorder(self.drill, writer=EventLogWriter(self.snapshot.events_path),
                                       progress=self.snapshot.progress_path, listeners=self.listeners)
             self._conn.execute("SELECT set_config('application_name', %s, false)",
@@ -512,6 +524,7 @@ class DrillRunner:
                 mode="guided" if self.options.guided else "bounded", infrastructure=self._infra_record(),
             ))
             self.recorder.initial_checks()
+            self.prometheus.announce_missing(self.recorder.state.started_wall or time.time())
             self._phase("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}")
             return self._run_recorded()
         finally:
@@ -542,11 +555,13 @@ class DrillRunner:
                 self._phase("starting", f"starting worker(s) {', '.join(first)}")
                 self.start_workers(first)
                 self._observers.start()
+                self.prometheus.wait_scraped(self._scrape_targets(), self._stopping)
                 self._scrape("before")
                 self._arm()
                 if self._armed and not self._stopping():
                     self._window()
                     self._scrape("after")
+                    self.prometheus.judge("after", self.recorder.state.started_wall or time.time())
                     self.probe("trigger_status_after", self._trigger_statuses())
             finally:
                 if self.stop_requested.is_set():
@@ -558,6 +573,7 @@ class DrillRunner:
                 self.fault.recover(self)
                 self._recover()
                 self._scrape("recovered")
+                self.prometheus.judge("recovered", self.recorder.state.started_wall or time.time())
             self._probe_final()
         except DrillError as exc:
             error = redact_text(exc.message)
@@ -571,7 +587,7 @@ class DrillRunner:
             unexpected = exc
         if error is not None:
             self.say(f"ERROR: {error}")
-        for step in (self._stop_workers, self._observers.stop, self._settle_rows, self._probe_gauges,
+        for step in (self._stop_workers, self.prometheus.remove, self._observers.stop, self._settle_rows, self._probe_gauges,
                      self._collect_traces, self._check_clean):
             problem = self._guarded(step)
             error = error or problem
@@ -591,6 +607,9 @@ class DrillRunner:
             return text
         return None
 
+    def _scrape_targets(self) -> list[tuple[str, str | None]]:
+        return [(w.name, w.process.metrics_url) for w in self.workers if w.alive()]
+
     def _targets(self) -> list[Target]:
         return [Target(w.name, w.process.metrics_url, w.log_path) for w in self.workers if w.alive()]
 
@@ -602,7 +621,7 @@ class DrillRunner:
     def _infra_record(self) -> dict[str, Any]:
         e = self.infra.endpoints
         return {"mode": self.infra.mode, "database": redact_url(e.database_url), "es_url": redact_url(e.es_url),
-                "jaeger_url": redact_url(e.jaeger_url), "otlp_endpoint": redact_url(e.otlp_endpoint)}
+                "jaeger_url": redact_url(e.jaeger_url), "otlp_endpoint": redact_url(e.otlp_endpoint), **self.prometheus.record()}
 
     def _prepare(self) -> None:
         if self.drill.workload.projection != "search_index_to_elastic":

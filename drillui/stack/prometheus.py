@@ -9,7 +9,8 @@ How it runs: one `prometheus` on 127.0.0.1:<free port>, its config and TSDB in
 samples). Its targets are the drill workers, listed by the runner in `targets/<run_id>.json`
 (file_sd: Prometheus re-reads the folder when a file changes); each target carries
 `job="outbox-worker"` (the compose file's job name), `worker` (the worker's name in the drill) and
-`drill` (the drill id), on top of the `component` and `env` every worker series already has. It
+`drill` (the drill id) and `run` (the run id: one value per run, for a check to see its own
+run only), on top of the `component` and `env` every worker series already has. It
 ends with its owner like the postmaster (the same watchdog, see postgres.py), and a stack that
 starts waits for the previous one on the folder to be gone (its TSDB lock).
 """
@@ -98,12 +99,14 @@ class ScrapeTarget:
     """host:port"""
     worker: str
     drill: str
+    run: str
+    """The run's id: lets a query tell this run's workers from the previous run's."""
 
 
 def write_targets(path: Path, targets: Sequence[ScrapeTarget]) -> None:
     """Write a file_sd file atomically (Prometheus reads a half-written file as an error and
     keeps the old targets until the next change)."""
-    groups = [{"targets": [t.address], "labels": {"worker": t.worker, "drill": t.drill}} for t in targets]
+    groups = [{"targets": [t.address], "labels": {"worker": t.worker, "drill": t.drill, "run": t.run}} for t in targets]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_private(tmp, json.dumps(groups, indent=1) + "\n")
     os.replace(tmp, path)
