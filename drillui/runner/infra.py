@@ -102,6 +102,9 @@ def open_infrastructure(
     stack = Stack.start(folder, env=env)
     try:
         for part in stack.parts:
+            if part.source in ("absent", "failed"):
+                say(f"{part.name}: {part.detail}")  # an optional part (Prometheus) that does not run, and why
+                continue
             how = f"started in {part.seconds:.1f}s" if part.started else f"from {part.source}"
             say(f"{part.name}: {how}{' (' + part.detail + ')' if part.detail else ''}")
         say(f"stack ready in {time.monotonic() - began:.1f}s")
