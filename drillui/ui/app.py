@@ -109,7 +109,7 @@ class DrillApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.first_screens()
         if self.infra is not None:
-            self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
+            self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode} · {self._prometheus_word()}"
             self.stack_detail = self._endpoints_line(self.infra)
             self._stack_opened.set()
         elif self._start_stack:
@@ -127,6 +127,14 @@ class DrillApp(App[int]):
     @property
     def stack_mode(self) -> str:
         return f"stack {self.infra.mode}" if self.infra is not None else f"stack {self.stack_state}"
+
+    def _prometheus_word(self) -> str:
+        """The stack line's word on Prometheus: it runs, or how to get it."""
+        from drillui.stack.prometheus import INSTALL_HINT
+
+        if self.infra is not None and self.infra.endpoints.prometheus_url:
+            return "Prometheus: PromQL runs"
+        return f"no Prometheus: PromQL steps cannot run ({INSTALL_HINT})"
 
     @staticmethod
     def _endpoints_line(infra: Infrastructure) -> str:
@@ -163,7 +171,7 @@ class DrillApp(App[int]):
 
     def on_stack_ready(self, message: StackReady) -> None:
         self.stack_state = "ready"
-        self.stack_summary = f"ready in {message.seconds:.1f}s: {message.mode}"
+        self.stack_summary = f"ready in {message.seconds:.1f}s: {message.mode} · {self._prometheus_word()}"
         # What started and how long each part took, then where it answers.
         parts = [line for line in self._stack_lines if ": " in line and not line.startswith("stack ready")]
         endpoints = self._endpoints_line(self.infra) if self.infra is not None else ""

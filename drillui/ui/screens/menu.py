@@ -97,6 +97,10 @@ def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
         line("metric", f"{m.selector} changes {m.change}{over}")
         if m.promql:
             line("", m.promql, "cyan")
+    for pq in e.promql:
+        every = "every point" if pq.over == "all" else "some point"
+        line("PromQL", f"{pq.query} {pq.condition} at {every} of the drill" + (" (after recovery)" if pq.at == "recovered" else ""),
+             "cyan")
     for label in getattr(e, "forbidden_labels", []):
         line("metric", f"no series carries a {label} label")
     for t in e.traces:

@@ -38,18 +38,24 @@ def value_text(v: float | None) -> str:
     return f"{v:.3g}"
 
 
-def time_columns(points: Sequence[tuple[float, float]], start: float, end: float, width: int) -> list[float | None]:
-    """Each of `width` columns is one slice of [start, end]: the highest value in it, None if no point."""
+def time_columns(points: Sequence[tuple[float, float]], start: float, end: float, width: int,
+                 step: float = 0.0) -> list[float | None]:
+    """Each of `width` columns is one slice of [start, end]: the highest value in it; a column
+    between two points at most 1.5 steps apart holds the earlier one (a series sampled every
+    second is continuous, not dotted); None where there is no data."""
     cols: list[float | None] = [None] * max(0, width)
     if width <= 0:
         return cols
     span = max(end - start, 1e-9)
-    for t, v in points:
-        if not math.isfinite(v):
-            continue
+    last: tuple[int, float, float] | None = None
+    for t, v in sorted(p for p in points if math.isfinite(p[1])):
         i = min(width - 1, max(0, int((t - start) / span * width)))
+        if last is not None and step and t - last[1] <= 1.5 * step:
+            for j in range(last[0] + 1, i):
+                cols[j] = last[2]
         prev = cols[i]
         cols[i] = v if prev is None else max(prev, v)
+        last = (i, t, v)
     return cols
 
 
@@ -116,7 +122,7 @@ class PromqlView(Widget):
         shown = series[: max(1, self.max_rows)]
         for s in shown:
             finite = [v for _, v in s.points if math.isfinite(v)]
-            cols = time_columns(s.points, ev.start, ev.end, spark_width) if ev.step else [s.last] * min(spark_width, 1)
+            cols = time_columns(s.points, ev.start, ev.end, spark_width, ev.step) if ev.step else [s.last] * min(spark_width, 1)
             label = s.label_text(skip=tuple(common)) or "{}"
             out.append(Content.assemble(
                 (label[: label_width - 1].ljust(label_width), ""),
