@@ -153,7 +153,9 @@ class DrillScreen(Screen[None]):
         self._run_number = 0
         self._error: str | None = None
         self._promql_pinned: PromqlEvaluated | None = None
-        """An answer chosen to show (a replay's recorded one, or one not recorded); else the latest."""
+        self._promql_pin = False
+        """True: show `_promql_pinned` (a replay's recorded answer, one not recorded, or none with
+        a note); False: the latest answer of the run."""
         self._promql_note = ""
 
     @property
@@ -250,7 +252,7 @@ class DrillScreen(Screen[None]):
         self.query_one(RunHeader).verdict = ""
         self.query_one(TracesPanel).set_filter("")
         self.query_one(LogsPanel).set_filter("")
-        self._promql_pinned, self._promql_note = None, ""
+        self._promql_pinned, self._promql_note, self._promql_pin = None, "", False
         self._dirty = set(PANELS)
         self.paint()
 
@@ -274,7 +276,7 @@ class DrillScreen(Screen[None]):
             self.refresh_bindings()  # recover / top up come and go with the fault
         if isinstance(ev, PromqlEvaluated) and ev.purpose != "check":
             # A new answer (live, watched or replayed) is what the panel shows next.
-            self._promql_pinned, self._promql_note = None, ""
+            self._promql_pinned, self._promql_note, self._promql_pin = None, "", False
         if isinstance(ev, StepChanged) and self.is_mounted:
             self.query_one(StepBar).index = ev.index  # the trainer's step, as recorded
         if isinstance(ev, SpansSeen) and self._want_tree and self.state.spans.trace(self._want_tree) is not None:
@@ -530,7 +532,7 @@ class DrillScreen(Screen[None]):
         st = self.state
         if self.read_only:
             found = st.promql_result(step=step_index) if purpose == "step" else st.promql_result(query=query)
-            self._promql_pinned = found
+            self._promql_pinned, self._promql_pin = found, True
             recorded = len(st.promql)
             self._promql_note = "" if found is not None else (
                 f"no result recorded for {'this step' if purpose == 'step' else 'this query'} in this run"
@@ -576,7 +578,7 @@ class DrillScreen(Screen[None]):
         self._show_promql(message.event, "not recorded: the run has ended (its record is closed)")
 
     def _show_promql(self, event: PromqlEvaluated | None, note: str) -> None:
-        self._promql_pinned, self._promql_note = event, note
+        self._promql_pinned, self._promql_note, self._promql_pin = event, note, True
         self._dirty.add("promql")
         self.paint()
 
@@ -633,7 +635,8 @@ class DrillScreen(Screen[None]):
         if "logs" in dirty:
             self._paint_logs()
         if "promql" in dirty:
-            self.query_one(PromqlPanel).show(self._promql_pinned or self.state.promql_last, self._promql_note)
+            shown = self._promql_pinned if self._promql_pin else self.state.promql_last
+            self.query_one(PromqlPanel).show(shown, self._promql_note)
 
     def _paint_header(self) -> None:
         header = self.query_one(RunHeader)
