@@ -280,3 +280,28 @@ def test_run_matcher_scopes_a_check_to_the_run(tmp_path: Path) -> None:
     rp.publish([("worker", "http://127.0.0.1:9108/metrics")])
     assert json.loads((tmp_path / "t.json").read_text()) == [
         {"targets": ["127.0.0.1:9108"], "labels": {"worker": "worker", "drill": "es_down_connect", "run": "20270101T000000"}}]
+
+
+# ---- doctor -------------------------------------------------------------------------------------
+
+
+def _doctor(endpoints: Endpoints, note: str = "") -> tuple[str, str]:
+    from drillui.doctor.model import DoctorInputs
+    from drillui.doctor.run import run_doctor
+
+    [result] = run_doctor(DoctorInputs(endpoints=endpoints, prometheus_note=note, control_url="http://127.0.0.1:1"),
+                          only=["prometheus.promql"])
+    return result.status, result.detail
+
+
+def test_doctor_says_when_there_is_no_prometheus_and_how_to_get_it() -> None:
+    status, detail = _doctor(Endpoints("postgresql://x@h/d", "http://h:1", "http://h:2", "http://h:2"),
+                             "not running: no prometheus binary on PATH (apt-get install prometheus, ...)")
+    assert status == "skip" and detail.startswith("no Prometheus: not running: no prometheus binary")
+    assert "drills scrape each worker's /metrics directly" in detail
+
+
+@needs_prometheus
+def test_doctor_says_the_stack_prometheus_runs(prometheus: EmbeddedPrometheus) -> None:
+    status, detail = _doctor(Endpoints("postgresql://x@h/d", "http://h:1", "http://h:2", "http://h:2", prometheus_url=prometheus.url))
+    assert status == "pass" and detail.startswith("Prometheus 2.") and prometheus.url in detail
