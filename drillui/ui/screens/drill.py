@@ -536,7 +536,7 @@ class DrillScreen(Screen[None]):
             recorded = len(st.promql)
             self._promql_note = "" if found is not None else (
                 f"no result recorded for {'this step' if purpose == 'step' else 'this query'} in this run"
-                + (f" ({recorded} other PromQL result(s) recorded: n/p and a show each step's)" if recorded else ""))
+                + (f" ({recorded} other PromQL result(s) recorded: each shows here as the replay reaches it)" if recorded else ""))
             self._dirty.add("promql")
             self.paint()
             return
