@@ -26,20 +26,28 @@ def commands(app: DrillApp, screen: Screen[Any]) -> Iterator[Command]:
     """(name, help, callback) of every drillui action that applies on `screen` now."""
     from drillui.ui.screens.drill import DrillScreen
     from drillui.ui.screens.menu import MenuScreen
+    from drillui.ui.widgets.promql import PromqlPanel
 
     drill_screen = screen if isinstance(screen, DrillScreen) else None
     running = drill_screen is not None and drill_screen.runner is not None
     live = drill_screen is not None and not drill_screen.read_only
     if drill_screen is not None:
         s = drill_screen
+
+        def can(action: str) -> bool:
+            # The screen's own rules (a blind trainee's screen refuses the trainer's steps).
+            return bool(s.check_action(action, ()))
+
         if live and s.check_action("recover", ()):
             yield "Recover the fault now", "Guided mode: revert the fault; the events settle and the drill is judged", s.action_recover
         if live and s.check_action("stop", ()):
             yield "Stop the drill", "It ends as stopped: the fault reverted, the workers stopped", s.action_stop
-        if s.drill.steps:
+        if s.drill.steps and can("apply_step") and not getattr(s, "blind", False):
             yield "Apply the current step", "Its trace or log query becomes the filter; its PromQL runs", s.action_apply_step
-        yield "PromQL prompt", "Type any PromQL: it runs over the drill's time range", s.action_promql
-        yield "Filter traces by an id…", "Pick one of this drill's event or batch ids", s.action_pick_event
+        if can("promql") and s.query(PromqlPanel):
+            yield "PromQL prompt", "Type any PromQL: it runs over the drill's time range", s.action_promql
+        if can("pick_event"):
+            yield "Filter traces by an id…", "Pick one of this drill's event or batch ids", s.action_pick_event
         for value in s.state.outbox_event_ids.list()[:MAX_IDS]:
             yield (f"Filter traces by outbox_event_id={value}", "One event: outbox.process spans",
                    partial(s.apply_trace_filter, f"outbox_event_id={value}"))

@@ -513,7 +513,10 @@ class DrillScreen(Screen[None]):
     # ---- PromQL ---------------------------------------------------------------------------------
 
     def action_promql(self) -> None:
-        panel = self.query_one(PromqlPanel)
+        found = self.query(PromqlPanel)
+        if not found:
+            return
+        panel = found.first()
         step = self.drill.steps[self.query_one(StepBar).index] if self.drill.steps else None
         # The current step's query is a good start to edit; what was typed before is kept.
         panel.open_prompt(None if panel.input.value else (step.promql if step is not None and step.promql else ""))
@@ -636,7 +639,9 @@ class DrillScreen(Screen[None]):
             self._paint_logs()
         if "promql" in dirty:
             shown = self._promql_pinned if self._promql_pin else self.state.promql_last
-            self.query_one(PromqlPanel).show(shown, self._promql_note)
+            # A screen that composes its own layout (e.g. a blind trainee's) may leave the panel out.
+            for panel in self.query(PromqlPanel):
+                panel.show(shown, self._promql_note)
 
     def _paint_header(self) -> None:
         header = self.query_one(RunHeader)
