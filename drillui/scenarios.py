@@ -231,8 +231,40 @@ class DbCheck(_Model):
     expect: str | bool | list[Any]
 
 
+class PromqlCheck(_Model):
+    """A PromQL expression with a condition, judged over the drill's time range.
+
+    The runner evaluates it against the stack's Prometheus when the run reaches `at` (a range
+    query from the start of the run to then) and records what Prometheus answered; the checks
+    judge that record. `over: any`: some point of some series meets the condition (e.g. the
+    retry rate was positive at some moment); `all`: every point of every series does (e.g. the
+    terminal failure rate stayed 0). No series at all fails either way. Where the stack runs no
+    Prometheus the check is not applicable (state `skipped`, saying why): it does not fail the run.
+    """
+
+    query: str = Field(min_length=1)
+    condition: str = Field(description="comparison each point is held to, e.g. '> 0' or '== 0'")
+    at: Literal["after", "recovered"] = "after"
+    over: Literal["any", "all"] = "any"
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, v: str) -> str:
+        if not _CHANGE.match(v):
+            raise ValueError(f"{v!r} is not a comparison like '> 0' or '== 0'")
+        return v
+
+    def holds(self, value: float) -> bool:
+        m = _CHANGE.match(self.condition)
+        assert m
+        op, ref = m.group(1), float(m.group(2))
+        return {">=": value >= ref, "<=": value <= ref, "==": abs(value - ref) < 1e-9, ">": value > ref, "<": value < ref}[op]
+
+
 class Expect(_Model):
     metrics: list[MetricCheck] = []
+    promql: list[PromqlCheck] = []
+    """PromQL expressions judged against the stack's Prometheus (not applicable without one)."""
     traces: list[TraceCheck] = []
     logs: list[LogCheck] = []
     db: list[DbCheck] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from drillui.stack.stack import (
     JAEGER_URL,
     LOCK_NAME,
     OTLP_ENDPOINT,
+    PROMETHEUS_URL,
     Endpoints,
     Stack,
     default_state_dir,
@@ -39,13 +41,14 @@ from drillui.stack.stack import (
 from tests.stack_fixtures import pg_tmp  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERRIDE_VARS = (DATABASE_URL, ES_URL, JAEGER_URL, OTLP_ENDPOINT, "DRILLUI_STATE_DIR")
+OVERRIDE_VARS = (DATABASE_URL, ES_URL, JAEGER_URL, OTLP_ENDPOINT, PROMETHEUS_URL, "DRILLUI_STATE_DIR")
 # Overrides that point nowhere in particular: a stack started with them starts no server at all.
 ALL_OVERRIDES: Mapping[str, str] = {
     DATABASE_URL: "postgresql://postgres@127.0.0.1:5999/postgres",
     ES_URL: "http://127.0.0.1:9999",
     JAEGER_URL: "http://127.0.0.1:16699",
     OTLP_ENDPOINT: "http://127.0.0.1:4399",
+    PROMETHEUS_URL: "http://127.0.0.1:9399",
 }
 STACK_UP = (
     "import sys; from pathlib import Path; from drillui.stack.cli import stack_up; "
@@ -244,9 +247,10 @@ def test_env_overrides_start_nothing(tmp_path: Path) -> None:
             es_url=ALL_OVERRIDES[ES_URL],
             otlp_endpoint=ALL_OVERRIDES[OTLP_ENDPOINT],
             jaeger_url=ALL_OVERRIDES[JAEGER_URL],
+            prometheus_url=ALL_OVERRIDES[PROMETHEUS_URL],
         )
-        assert (stack.postgres, stack.engine, stack.trace_store, stack.engine_switch) == (None, None, None, None)
-        assert [part.started for part in stack.parts] == [False, False, False]
+        assert (stack.postgres, stack.engine, stack.trace_store, stack.engine_switch, stack.prometheus) == (None,) * 5
+        assert [part.started for part in stack.parts] == [False, False, False, False]
         assert {child.pid for child in psutil.Process().children()} == before
         assert not (tmp_path / "pg").exists()
 
@@ -380,7 +384,8 @@ def test_stack_up_prints_one_json_line_and_stops_every_server_on_sigterm(
 ) -> None:
     tmp_path = pg_tmp
     proc, endpoints = stack_up_process(_clean_env())
-    assert set(endpoints) == {"database_url", "database_direct_url", "es_url", "otlp_endpoint", "jaeger_url", "secrets_file", "env_file"}
+    assert set(endpoints) == {"database_url", "database_direct_url", "es_url", "otlp_endpoint", "jaeger_url", "prometheus_url",
+                              "secrets_file", "env_file"}
     assert ":***@" in endpoints["database_url"]
     real = json.loads(Path(endpoints["secrets_file"]).read_text())["endpoints"]
     with psycopg.connect(real["database_url"], connect_timeout=5) as conn:
@@ -388,8 +393,12 @@ def test_stack_up_prints_one_json_line_and_stops_every_server_on_sigterm(
     assert httpx.get(endpoints["es_url"], trust_env=False).status_code == 200
     assert httpx.get(f"{endpoints['jaeger_url']}/api/services", trust_env=False).status_code == 200
 
-    servers = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() in ("postgres", "osmem-server")]
-    assert {p.name() for p in servers} == {"postgres", "osmem-server"}
+    names = {"postgres", "osmem-server", "prometheus"}
+    servers = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() in names]
+    # Prometheus is part of the stack only where its binary is installed.
+    with_prometheus = shutil.which("prometheus") is not None
+    assert {p.name() for p in servers} == (names if with_prometheus else names - {"prometheus"})
+    assert bool(endpoints["prometheus_url"]) is with_prometheus
 
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)

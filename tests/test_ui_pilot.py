@@ -375,7 +375,7 @@ async def test_checklist_reads_each_check(tmp_path: Path) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await _replayed(pilot, until="running")
         checklist = screen.query_one(Checklist)
-        await pilot.press("k", "down")
+        await pilot.press("v", "down")  # v focuses the checklist (k moves up in lists)
         assert app.focused is checklist and checklist.cursor == 1
         await pilot.pause()
         assert "query sum by (env, projection, reason)" in _screen_text(app)

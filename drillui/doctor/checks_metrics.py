@@ -102,6 +102,35 @@ def check_prometheus_targets(ctx: DoctorContext) -> DoctorCheck:
     return passed(name, f"{len(up)} worker target(s) up ({', '.join(_target_name(t) for t in up)}){idle}; {len(others)} other target(s) up")
 
 
+def check_prometheus_promql(ctx: DoctorContext) -> DoctorCheck:
+    """Whether the stack's Prometheus answers, so the trainer's PromQL steps and PromQL checks
+    run; without one the drills scrape /metrics directly and the PromQL checks are not applicable.
+    Optional: an absent Prometheus is skipped (saying how to get it), not failed; the embedded
+    stack's own Prometheus that stopped answering fails."""
+    from drillui.stack.prometheus import INSTALL_HINT
+
+    name = "prometheus.promql"
+    url = ctx.inputs.endpoints.prometheus_url
+    fallback = "drills scrape each worker's /metrics directly; PromQL steps cannot run and PromQL checks are not applicable"
+    if not url:
+        why = ctx.inputs.prometheus_note or "none in this stack"
+        return skipped(name, f"no Prometheus: {why}; {fallback}", f"{INSTALL_HINT}, then restart `drillui stack up`")
+    try:
+        response = ctx.http.get(f"{url}/api/v1/status/buildinfo")
+        body = json_or_none(response)
+        version = (body.get("data") or {}).get("version") if isinstance(body, dict) else None
+    except httpx.HTTPError as exc:
+        if ctx.inputs.control_url and ctx.inputs.infra == "embedded":
+            return failed(name, f"the embedded stack's Prometheus at {url} does not answer: {http_error(exc)}",
+                          "restart `drillui stack up` (its log is in <state>/prometheus/prometheus.log)")
+        how = f"{COMPOSE} --profile monitoring up -d" if ctx.inputs.infra == "docker" else f"{INSTALL_HINT}; `drillui stack up` starts it"
+        return skipped(name, f"no Prometheus answers at {url} ({http_error(exc)}): {fallback}; to get one: {how}", how)
+    if response.status_code != 200:
+        return failed(name, f"{url}/api/v1/status/buildinfo answers HTTP {response.status_code}: {snippet(response.text)}",
+                      "check that PROMETHEUS_URL is a Prometheus")
+    return passed(name, f"Prometheus {version or '?'} answers at {url}: the trainer's PromQL steps and PromQL checks run")
+
+
 def _labels(target: Mapping[str, Any]) -> Mapping[str, Any]:
     labels = target.get("labels")
     return labels if isinstance(labels, dict) else {}

@@ -113,6 +113,7 @@ def resolve_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> DoctorIn
     chosen = getattr(args, "infra", None)
     infra: Infra = "docker" if infra_choice({INFRA_ENV: chosen} if chosen else env) == "docker" else "embedded"
     control_url = None
+    prometheus_note = ""
     if infra == "docker":
         endpoints = compose_endpoints(env)
         source = "docker-compose.infra.yml addresses and environment overrides"
@@ -122,6 +123,7 @@ def resolve_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> DoctorIn
         running = Stack.attach(folder)
         if running is not None:
             endpoints, control_url = running.endpoints, running.control_url
+            prometheus_note = running.prometheus_note
             source = f"embedded stack pid {running.pid} on {running.state_dir}"
         else:
             # No stack: check what a worker would use (the variables, else the usual ports).
@@ -139,6 +141,7 @@ def resolve_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> DoctorIn
         log_files=expand_log_paths(getattr(args, "logs", None) or []),
         metrics_urls=tuple(metrics_url(text) for text in getattr(args, "metrics", None) or []),
         prometheus_url=_http_url(getattr(args, "prometheus", None), "--prometheus"),
+        prometheus_note=prometheus_note,
         service=getattr(args, "service", None) or env.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_SERVICE_NAME,
         index=getattr(args, "index", None) or "_all",
         window=window,

@@ -90,6 +90,8 @@ class DoctorInputs:
     log_files: tuple[Path, ...] = ()
     metrics_urls: tuple[str, ...] = ()
     prometheus_url: str | None = None
+    prometheus_note: str = ""
+    """Why the embedded stack runs no Prometheus (from its stack.json), when it runs none."""
     service: str = DEFAULT_SERVICE_NAME
     index: str = "_all"
     """Index (or pattern) whose write blocks are checked."""

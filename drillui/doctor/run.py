@@ -17,7 +17,7 @@ from drillui.doctor.checks_infra import (
     check_stuck_rows,
     check_write_block,
 )
-from drillui.doctor.checks_metrics import check_prometheus_targets, check_worker_metrics
+from drillui.doctor.checks_metrics import check_prometheus_promql, check_prometheus_targets, check_worker_metrics
 from drillui.doctor.checks_tracing import (
     check_jaeger_search_api,
     check_jaeger_service,
@@ -42,6 +42,7 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("workers.obs_schema", check_obs_schema),
     ("workers.single_writer", check_single_writer),
     ("worker.metrics", check_worker_metrics),
+    ("prometheus.promql", check_prometheus_promql),
     ("prometheus.targets", check_prometheus_targets),
 )
 

@@ -22,14 +22,16 @@ from typing import Any, Literal, cast
 
 from drillui.evidence.rules import PIVOT_ATTRIBUTES, as_text, pivot_values, span_matches, trace_check_name
 from drillui.evidence.state import RunState
-from drillui.scenarios import DbCheck, Drill, LogCheck, MetricCheck, TraceCheck
+from drillui.scenarios import DbCheck, Drill, LogCheck, MetricCheck, PromqlCheck, TraceCheck
 from drillui.sources.metrics import MetricsSnapshot, delta, histogram_mean
+from drillui.sources.prometheus import Series
 
-Kind = Literal["fault", "metric", "trace", "log", "db", "clean"]
-CheckState = Literal["waiting", "seen", "holding", "broken", "at_end", "passed", "failed"]
+Kind = Literal["fault", "metric", "promql", "trace", "log", "db", "clean"]
+CheckState = Literal["waiting", "seen", "holding", "broken", "at_end", "passed", "failed", "skipped"]
 """waiting: not observed yet; seen: observed; holding: a "stays flat" expectation true so far;
 broken: already violated; at_end: only the end of the run can tell; passed / failed: the final
-judgement."""
+judgement; skipped: not applicable to this run (a PromQL check where the stack runs no
+Prometheus): it says why, and it does not fail the run."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class Evaluation:
     """Only the end of the run can tell (a probe taken at the end)."""
     definite: bool = False
     """A failure nothing later can undo (a fault that did not arm, too many spans)."""
+    skipped: bool = False
+    """Not applicable to this run (no Prometheus for a PromQL check): `observed` says why."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,53 @@ def _metric(mc: MetricCheck, state: RunState, final: bool) -> Evaluation:
     observed = f"{total:+g}" + (f" ({', '.join(parts)})" if parts else "")
     when = max(s.taken_at for s in after.values())
     return Evaluation(cid, "metric", desc, mc.change, observed, query, mc.compare(total), flat, when)
+
+
+def promql_check_id(pc: PromqlCheck) -> str:
+    return f"promql:{pc.query} {pc.condition}" + (" (every point)" if pc.over == "all" else "")
+
+
+def _promql(pc: PromqlCheck, state: RunState, final: bool) -> Evaluation:
+    """Judged from the runner's recorded evaluation (`promql_evaluated`), never by asking Prometheus."""
+    cid = promql_check_id(pc)
+    every = "every point" if pc.over == "all" else "some point"
+    when = "after recovery" if pc.at == "recovered" else "when the fault window ends"
+    desc = f"PromQL {pc.condition} at {every} of the drill ({when})"
+    expected = f"{every} {pc.condition}"
+
+    def out(observed: str, ok: bool | None, at: float | None = None, **kw: Any) -> Evaluation:
+        return Evaluation(cid, "promql", desc, expected, observed, pc.query, ok, at=at, **kw)
+
+    ev = state.promql_checks.get(cid)
+    if ev is None:
+        if final:
+            return out(f"not evaluated: the run ended before it reached {pc.at}", False)
+        return out(f"asked of Prometheus {when}", None, at_end=True)
+    if not ev.available:
+        return out(f"not applicable: {ev.error or 'no Prometheus in this stack'}", None, skipped=True)
+    if ev.error:
+        return out(f"Prometheus: {ev.error}", False, ev.wall)
+    series = [Series.from_json(d) for d in ev.series]
+    points = [(t, v, s) for s in series for t, v in s.points if math.isfinite(v)]
+    span = f"{len(series)} series, {len(points)} point(s) over {max(0.0, ev.end - ev.start):.0f}s"
+    if not points:
+        return out(f"no series: Prometheus returned nothing over the drill's {max(0.0, ev.end - ev.start):.0f}s", False, ev.wall)
+
+    def where(t: float, v: float, s: Series) -> str:
+        return f"{v:.4g} at +{t - ev.start:.0f}s ({s.label_text(skip=('env',))})"
+
+    top = max(points, key=lambda p: p[1])
+    meeting = [p for p in points if pc.holds(p[1])]
+    if pc.over == "any":
+        if meeting:
+            first = min(meeting, key=lambda p: p[0])
+            return out(f"first {where(*first)}; max {top[1]:.4g}; {span}", True, first[0])
+        return out(f"never {pc.condition}: max {where(*top)}; {span}", False, ev.wall)
+    broken = [p for p in points if not pc.holds(p[1])]
+    if broken:
+        first = min(broken, key=lambda p: p[0])
+        return out(f"broken: {where(*first)}; {span}", False, first[0])
+    return out(f"every point {pc.condition} (max {top[1]:.4g}); {span}", True, ev.wall)
 
 
 def _labels(label: str, state: RunState, final: bool) -> Evaluation:
@@ -266,6 +317,7 @@ def evaluate(drill: Drill, state: RunState, *, final: bool) -> list[Evaluation]:
     out = [_fault(drill, state, final)]
     out += [_metric(mc, state, final) for mc in e.metrics if mc.over == "peak" or mc.at == "after"]
     out += [_metric(mc, state, final) for mc in e.metrics if mc.over != "peak" and mc.at == "recovered"]
+    out += [_promql(pc, state, final) for pc in e.promql]
     out += [_labels(label, state, final) for label in e.forbidden_labels]
     found: set[str] = set()
     for tc in e.traces:
@@ -304,7 +356,9 @@ class CheckTracker:
     def _live(self, ev: Evaluation, state: RunState, now: float | None) -> Check:
         when = ev.at if ev.at is not None else now
         st: CheckState
-        if ev.flat:
+        if ev.skipped:
+            st = "skipped"
+        elif ev.flat:
             if ev.ok is False or ev.id in self.broken_at:
                 if ev.id not in self.broken_at and when is not None:
                     self.broken_at[ev.id] = when
@@ -345,7 +399,7 @@ class CheckTracker:
             if ev.flat:
                 # "Stays flat" shows nothing appearing: only the moment it broke, if it did.
                 seen = self.broken_at.get(ev.id)
-            st: CheckState = "passed" if ev.ok else "failed"
+            st: CheckState = "skipped" if ev.skipped else "passed" if ev.ok else "failed"
             out.append(Check(ev.id, ev.kind, ev.description, ev.expected, ev.observed, st, ev.query, _since(state, seen)))
         return out
 
@@ -412,9 +466,15 @@ def end_state(checks: Sequence[Check], *, stopped: bool, error: str | None) -> t
         return "error", error
     if stopped:
         return "stopped", "stopped by the trainer before the drill ended"
-    failed = [c.id for c in checks if not c.passed]
+    failed = [c.id for c in checks if c.state not in ("passed", "skipped")]
     if failed:
         return "failed", f"{len(failed)} check(s) failed: {', '.join(failed[:4])}" + (" …" if len(failed) > 4 else "")
+    skipped = [c for c in checks if c.state == "skipped"]
+    if skipped:
+        # Said in the verdict itself: a check that could not be judged is never a silent pass.
+        why = skipped[0].observed.removeprefix("not applicable: ")
+        return "passed", (f"all {len(checks) - len(skipped)} judged checks passed; {len(skipped)} not applicable "
+                          f"({why})")
     return "passed", f"all {len(checks)} checks passed"
 
 

@@ -36,6 +36,7 @@ from drillui.record.events import (
     MetricsUnreachable,
     PhaseChanged,
     ProbeRecorded,
+    PromqlEvaluated,
     RowsSettled,
     RunEnded,
     RunStarted,
@@ -66,6 +67,8 @@ MAX_LINKS: Final = 5000
 MAX_TRACE_IDS_PER_CHECK: Final = 2000
 NARRATION_LINES: Final = 200
 MAX_ANSWERS: Final = 500
+PROMQL_KEPT: Final = 100
+"""PromQL results remembered per kind (steps and typed queries; checks keep their latest each)."""
 
 
 # ---- pieces of the state ------------------------------------------------------------------------
@@ -305,6 +308,12 @@ class RunState:
         self.exports: list[TracesExported] = []
         self.clean: CleanChecked | None = None
         self.rows_settled: RowsSettled | None = None
+        self.promql: OrderedDict[tuple[str, str], PromqlEvaluated] = OrderedDict()
+        """The latest result of each step (`("step", index)`) and typed query (`("prompt", query)`),
+        oldest first, bounded; `promql_last` is the newest of them (what the panel shows)."""
+        self.promql_last: PromqlEvaluated | None = None
+        self.promql_checks: dict[str, PromqlEvaluated] = {}
+        """Check id -> the runner's latest evaluation of that PromQL check."""
         # the checklist, the trainer, the end
         self.checks: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
         self.check_ticks: list[tuple[float, str, str]] = []
@@ -439,6 +448,8 @@ class RunState:
                 self.clean = ev
             case RowsSettled():
                 self.rows_settled = ev
+            case PromqlEvaluated():
+                self._promql(ev)
             case ChecksChanged():
                 for c in ev.checks:
                     cid = str(c.get("id"))
@@ -464,6 +475,28 @@ class RunState:
                     w.alive = False
             case _:
                 pass  # an UnknownEvent from a newer drillui: nothing this one can show
+
+    def _promql(self, ev: PromqlEvaluated) -> None:
+        if ev.purpose == "check":
+            if ev.check:
+                self.promql_checks[ev.check] = ev
+            return
+        key = (ev.purpose, str(ev.step_index) if ev.purpose == "step" else " ".join(ev.query.split()))
+        self.promql.pop(key, None)
+        self.promql[key] = ev
+        while len(self.promql) > PROMQL_KEPT:
+            self.promql.popitem(last=False)
+        self.promql_last = ev
+
+    def promql_result(self, *, step: int | None = None, query: str | None = None) -> PromqlEvaluated | None:
+        """The recorded result of a trainer step, or of a query as typed (spaces normalised)."""
+        if step is not None:
+            return self.promql.get(("step", str(step)))
+        if query is not None:
+            wanted = " ".join(query.split())
+            return self.promql.get(("prompt", wanted)) or next(
+                (ev for ev in reversed(self.promql.values()) if " ".join(ev.query.split()) == wanted), None)
+        return None
 
     def _say(self, wall: float, message: str) -> None:
         self.message = message

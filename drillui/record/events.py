@@ -260,6 +260,39 @@ class RowsSettled(Event):
     statuses: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromqlEvaluated(Event):
+    """A PromQL query run against the stack's Prometheus over the drill's time range, and what it
+    answered: a trainer step applied, a query a trainee typed, or a PromQL check the runner judged.
+
+    Recorded so that a replay (which has no Prometheus) shows what the run saw, and the check is
+    judged from the record, never by querying again.
+    """
+
+    type: ClassVar[str] = "promql_evaluated"
+    query: str
+    purpose: str
+    """`step` (a trainer step applied, `step_index`), `prompt` (typed), `check` (`check`)."""
+    start: float
+    """Unix seconds: the drill's time range the query ran over."""
+    end: float
+    step: float = 0.0
+    """Seconds between points (a range query); 0: an instant query at `end`."""
+    result_type: str = ""
+    series: tuple[Mapping[str, Any], ...] = ()
+    """`{"metric": {labels}, "values": [[unix seconds, value], ...]}` each, at most 40."""
+    omitted: int = 0
+    """Series past the bound, counted only."""
+    error: str | None = None
+    """Prometheus's own error text (a bad query), or why it did not answer."""
+    available: bool = True
+    """False: the stack runs no Prometheus (`error` says why and how to get one)."""
+    step_index: int | None = None
+    check: str | None = None
+    phase: str | None = None
+    """For a check: the runner's phase it was judged at (`after`, `recovered`)."""
+
+
 # ---- the checklist, the trainer, the end --------------------------------------------------------
 
 
@@ -346,13 +379,13 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
     for cls in (
         RunStarted, PhaseChanged, Said, WorkerStarted, WorkerStopped, TriggersWritten, FaultArmed, FaultNotArmed,
         FaultHeld, FaultReverted, MetricsSampled, MetricsUnreachable, SpansSeen, LogLinesSeen, StatusesPolled, ProbeRecorded,
-        GaugesProbed, TracesExported, CleanChecked, RowsSettled, ChecksChanged, StepChanged, TrainerActed,
+        GaugesProbed, TracesExported, CleanChecked, RowsSettled, PromqlEvaluated, ChecksChanged, StepChanged, TrainerActed,
         AnswerGiven, HintGiven, StopRequested, RunEnded,
     )
 }
 
 OBSERVATIONS: Final = (MetricsSampled, SpansSeen, LogLinesSeen, StatusesPolled, ProbeRecorded, GaugesProbed, CleanChecked,
-                       FaultArmed, FaultNotArmed, FaultReverted, TriggersWritten)
+                       FaultArmed, FaultNotArmed, FaultReverted, TriggersWritten, PromqlEvaluated)
 """Events that can change what a check sees: the checks are evaluated again after each."""
 
 E = TypeVar("E", bound=Event)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +41,11 @@ class Infrastructure:
     environ: Mapping[str, str] | None = field(default=None, repr=False)
     """The environment drillui was started with (workers inherit what is not a worker setting);
     None: this process's, read once by `DrillSettings`."""
+    prometheus_targets: Path | None = None
+    """The stack's own Prometheus reads its targets here (file_sd): the runner lists its workers
+    in it. None: no Prometheus of the stack's (none at all, yours, or the compose one)."""
+    prometheus_note: str = ""
+    """Why there is no Prometheus (`endpoints.prometheus_url` empty), and how to get one."""
 
     def base_environment(self) -> Mapping[str, str]:
         return self.environ if self.environ is not None else DrillSettings.build().environ
@@ -88,18 +94,26 @@ def open_infrastructure(
     running = Stack.attach(folder)
     if running is not None:
         say(f"using the stack already running on {folder} (pid {running.pid})")
-        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}", env)
+        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}", env,
+                             running.prometheus_targets, running.prometheus_note)
         return
     began = time.monotonic()
     say(f"starting the embedded stack in {folder}")
     stack = Stack.start(folder, env=env)
     try:
         for part in stack.parts:
+            if part.source in ("absent", "failed"):
+                say(f"{part.name}: {part.detail}")  # an optional part (Prometheus) that does not run, and why
+                continue
             how = f"started in {part.seconds:.1f}s" if part.started else f"from {part.source}"
             say(f"{part.name}: {how}{' (' + part.detail + ')' if part.detail else ''}")
         say(f"stack ready in {time.monotonic() - began:.1f}s")
-        mode = "embedded (started for this run)" if all(p.started for p in stack.parts) else "mixed (environment overrides)"
-        yield Infrastructure(stack.endpoints, stack.engine_switch, mode, env)
+        # Prometheus is optional: without it the stack is still the embedded one.
+        mode = ("embedded (started for this run)" if all(p.started for p in stack.parts if p.name != "prometheus")
+                else "mixed (environment overrides)")
+        note = next((p.detail for p in stack.parts if p.name == "prometheus" and not stack.endpoints.prometheus_url), "")
+        yield Infrastructure(stack.endpoints, stack.engine_switch, mode, env,
+                             stack.prometheus.targets_dir if stack.prometheus is not None else None, note)
     finally:
         stack.stop()
         say("stack stopped")

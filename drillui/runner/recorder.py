@@ -75,6 +75,7 @@ class Recorder:
         self._inline_lines = 0
         self._spans = 0
         self._capped_said = False
+        self._closed = False
         self._progress: IO[str] | None = None
         if progress is not None:
             self._progress = os.fdopen(os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8")
@@ -101,6 +102,14 @@ class Recorder:
                 if changed:
                     self.emit(ChecksChanged(checks=tuple(c.to_json() for c in changed)))
             return event
+
+    def emit_if_open(self, event: Event) -> Event | None:
+        """`emit`, unless the run has ended (`run_ended` is the record's last event): for events
+        from outside the runner (the dashboard's PromQL answers), which may arrive at any time."""
+        with self._lock:
+            if self.state.ended is not None or self._closed:
+                return None
+            return self.emit(event)
 
     def initial_checks(self) -> None:
         """The whole checklist once, at the start: every consumer learns the checks and their order."""
@@ -157,6 +166,7 @@ class Recorder:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self.writer is not None:
                 self.writer.close()
             if self._progress is not None:

@@ -56,6 +56,7 @@ from drillui.record.events import (
     HintGiven,
     PhaseChanged,
     ProbeRecorded,
+    PromqlEvaluated,
     RowsSettled,
     RunStarted,
     Said,
@@ -99,6 +100,7 @@ from drillui.runner.cleanup import (
 from drillui.runner.export import export_traces
 from drillui.runner.infra import Infrastructure
 from drillui.runner.observers import Observers, Target
+from drillui.runner.promql import RunPrometheus
 from drillui.runner.recorder import Listener, Recorder
 from drillui.runner.workers import WorkerProcess, WorkerStartError
 from drillui.scenarios import Drill
@@ -258,6 +260,7 @@ class DrillRunner:
         self._inbox_done = threading.Event()
         self._background: list[uuid.UUID] = []
         self._side_threads: list[threading.Thread] = []
+        self.prometheus = RunPrometheus(infra, self.drill, self.emit, self.say)
 
     # ---- what the trainer may do while the run goes on (any thread) ------------------------
 
@@ -374,6 +377,12 @@ class DrillRunner:
              f"{DRILL_CORRELATION_PREFIX}{self.snapshot.run_id}:background"),
         )
         return eid
+
+    def record_promql(self, event: PromqlEvaluated) -> bool:
+        """Record a PromQL answer the dashboard fetched (any thread): a step applied, a typed
+        query. False once the run has ended (its record is closed): nothing is appended to it."""
+        recorder = self._recorder
+        return recorder is not None and recorder.emit_if_open(event) is not None
 
     def _drain(self) -> bool:
         """Carry out the trainer's commands (in the runner's thread); True once asked to recover."""
@@ -530,12 +539,14 @@ class DrillRunner:
             self.emit(WorkerStarted(name=wp.name, worker_id=wp.worker_id, pid=wp.pid, metrics_url=url,
                                     log_file=self.snapshot.relative(wp.log_path)))
             self.say(f"worker {wp.name} up (pid {wp.pid}, metrics {url})")
+        self.prometheus.publish(self._scrape_targets())
         return handles
 
     def _worker_ended(self, wp: WorkerProcess, how: str) -> None:
         code = wp.proc.returncode if wp.proc is not None else None
         self.emit(WorkerStopped(name=wp.name, worker_id=wp.worker_id, pid=wp.pid, exit_code=code, how=how))  # type: ignore[arg-type]
         self.say(f"worker {wp.name} {'killed (SIGKILL)' if how == 'killed' else 'stopped'} (exit {code})")
+        self.prometheus.publish(self._scrape_targets())
 
     def restart_workers(self, env: dict[str, str]) -> None:
         """Stop every live worker cleanly and start it again with `env` on top of its own."""
@@ -636,6 +647,7 @@ class DrillRunner:
             except psycopg.Error as exc:
                 raise StackError(f"Postgres failed while preparing the drill: {redact_text(str(exc).strip())}") from None
             self.snapshot = Snapshot.create(Path(self.options.snapshots), self.drill.id)
+            self.prometheus.probe(self.snapshot.run_id)
             self._recorder = Recorder(self.drill, writer=EventLogWriter(self.snapshot.events_path),
                                       progress=self.snapshot.progress_path, listeners=self.listeners)
             self._conn.execute("SELECT set_config('application_name', %s, false)",
@@ -647,6 +659,7 @@ class DrillRunner:
                 infrastructure=self._infra_record(),
             ))
             self.recorder.initial_checks()
+            self.prometheus.announce_missing(self.recorder.state.started_wall or time.time())
             self._phase("preparing", f"run {self.snapshot.run_id}: evidence in {self.snapshot.path}")
             return self._run_recorded()
         finally:
@@ -681,11 +694,13 @@ class DrillRunner:
                     t = threading.Thread(target=target, name=f"drill-{target.__name__.strip('_')}", daemon=True)
                     t.start()
                     self._side_threads.append(t)
+                self.prometheus.wait_scraped(self._scrape_targets(), self._stopping)
                 self._scrape("before")
                 self._arm()
                 if self._armed and not self._stopping():
                     self._window()
                     self._scrape("after")
+                    self.prometheus.judge("after", self.recorder.state.started_wall or time.time())
                     self.probe("trigger_status_after", self._trigger_statuses())
             finally:
                 if self.stop_requested.is_set():
@@ -697,6 +712,7 @@ class DrillRunner:
                 self.fault.recover(self)
                 self._recover()
                 self._scrape("recovered")
+                self.prometheus.judge("recovered", self.recorder.state.started_wall or time.time())
             self._probe_final()
         except DrillError as exc:
             error = redact_text(exc.message)
@@ -710,8 +726,8 @@ class DrillRunner:
             unexpected = exc
         if error is not None:
             self.say(f"ERROR: {error}")
-        for step in (self._stop_workers, self._stop_side_threads, self._observers.stop, self._settle_rows,
-                     self._probe_gauges, self._collect_traces, self._check_clean):
+        for step in (self._stop_workers, self._stop_side_threads, self.prometheus.remove, self._observers.stop,
+                     self._settle_rows, self._probe_gauges, self._collect_traces, self._check_clean):
             problem = self._guarded(step)
             error = error or problem
         self._observers.close()
@@ -735,6 +751,9 @@ class DrillRunner:
         for t in self._side_threads:
             t.join(5)
 
+    def _scrape_targets(self) -> list[tuple[str, str | None]]:
+        return [(w.name, w.process.metrics_url) for w in self.workers if w.alive()]
+
     def _targets(self) -> list[Target]:
         return [Target(w.name, w.process.metrics_url, w.log_path) for w in self.workers if w.alive()]
 
@@ -747,7 +766,7 @@ class DrillRunner:
     def _infra_record(self) -> dict[str, Any]:
         e = self.infra.endpoints
         return {"mode": self.infra.mode, "database": redact_url(e.database_url), "es_url": redact_url(e.es_url),
-                "jaeger_url": redact_url(e.jaeger_url), "otlp_endpoint": redact_url(e.otlp_endpoint)}
+                "jaeger_url": redact_url(e.jaeger_url), "otlp_endpoint": redact_url(e.otlp_endpoint), **self.prometheus.record()}
 
     def _prepare(self) -> None:
         if self.drill.workload.projection != "search_index_to_elastic":
@@ -996,7 +1015,17 @@ class DrillRunner:
 
     def _probe_gauges(self) -> None:
         projection = self.drill.workload.projection
-        g = OutboxStore(self.db(), projection=projection, worker_id="drillui-runner").gauges()
+        store = OutboxStore(self.db(), projection=projection, worker_id="drillui-runner")
+        # Read now, from the outbox itself (fresh 0): the workers are stopped, nobody holds the lock long.
+        g = store.gauges(fresh_seconds=0.0)
+        for _ in range(20):
+            if g is not None:
+                break
+            time.sleep(0.05)
+            g = store.gauges(fresh_seconds=0.0)
+        if g is None:
+            self.say("could not read the outbox gauges (another reader held them): the workers' last readings stand")
+            return
         self.emit(GaugesProbed(projection=projection, lag=g.lag, oldest_age=round(g.oldest_age, 3), stuck=g.stuck))
 
     def _collect_traces(self) -> None:

@@ -83,6 +83,12 @@ def _describe(stack: Stack, total: float, out: TextIO) -> None:
             lines.append(f"  traces    {how}")
             lines.append(f"    OTLP    {endpoints.otlp_endpoint}/v1/traces")
             lines.append(f"    Jaeger  {endpoints.jaeger_url}")
+        elif part.name == "prometheus":
+            # Optional: say whether it runs and, when it does not, how to get it.
+            if endpoints.prometheus_url:
+                lines.append(f"  prometheus {endpoints.prometheus_url}  ({how}; PromQL: {endpoints.prometheus_url}/api/v1/query)")
+            else:
+                lines.append("  prometheus none")
         else:
             lines.append(f"  {part.name:<9} {urls[part.name]}  ({how})")
         if part.detail:

@@ -33,6 +33,7 @@ from drillui.stack.stack import (
     ES_URL,
     JAEGER_URL,
     OTLP_ENDPOINT,
+    PROMETHEUS_URL,
     Endpoints,
     _override,  # the stack's own validation of the override variables: one spelling of the rules
 )
@@ -63,6 +64,8 @@ COMPOSE_DEFAULTS: Final[Mapping[str, str]] = {
     OTLP_ENDPOINT: "http://127.0.0.1:4318",
     JAEGER_URL: "http://127.0.0.1:16686",
 }
+COMPOSE_PROMETHEUS_URL: Final = "http://127.0.0.1:9090"
+"""The `monitoring` profile's Prometheus, published on loopback (override: PROMETHEUS_URL)."""
 
 _LABEL_PROJECT: Final = "com.docker.compose.project"
 _LABEL_SERVICE: Final = "com.docker.compose.service"
@@ -100,6 +103,9 @@ def compose_endpoints(env: Mapping[str, str] = os.environ) -> Endpoints:
         es_url=values[ES_URL],
         otlp_endpoint=values[OTLP_ENDPOINT],
         jaeger_url=values[JAEGER_URL],
+        # The monitoring profile's Prometheus (infra/prometheus/prometheus.yml): a run asks it
+        # whether it answers before using it, since that profile is optional.
+        prometheus_url=_override(env, PROMETHEUS_URL) or COMPOSE_PROMETHEUS_URL,
     )
 
 

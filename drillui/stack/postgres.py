@@ -626,7 +626,7 @@ class EmbeddedPostgres:
             )
         self._port = port
         try:
-            self._watchdog, self._lifeline = _start_watchdog(self._proc.pid)
+            self._watchdog, self._lifeline = start_watchdog(self._proc.pid)
         except BaseException:
             self._proc.kill()
             self._proc.wait()
@@ -697,8 +697,11 @@ def _identity(owner: tuple[int, int] | None) -> tuple[int | None, int | None, li
     return (uid, gid, [])
 
 
-def _start_watchdog(pid: int) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the watchdog of `pid`; return it and the write end of its lifeline pipe."""
+def start_watchdog(pid: int, name: str = "postgres") -> tuple[subprocess.Popen[bytes], int]:
+    """Start the watchdog of `pid`; return it and the write end of its lifeline pipe.
+
+    Also used for the stack's Prometheus: like the postmaster, it shuts down cleanly on SIGINT,
+    and SIGQUIT (the second step) ends a Go program at once."""
     read_end, write_end = os.pipe()  # both O_CLOEXEC: no other child of ours inherits them
     try:
         watchdog = subprocess.Popen(
@@ -718,7 +721,7 @@ def _start_watchdog(pid: int) -> tuple[subprocess.Popen[bytes], int]:
     if ack != b"+":
         os.close(write_end)
         watchdog.wait()
-        raise StackError(f"the watchdog of postgres (pid {pid}) did not start (exit {watchdog.returncode})")
+        raise StackError(f"the watchdog of {name} (pid {pid}) did not start (exit {watchdog.returncode})")
     return watchdog, write_end
 
 

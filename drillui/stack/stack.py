@@ -64,6 +64,9 @@ from drillui.stack.httpguard import (
 )
 from drillui.stack.postgres import HOST, EmbeddedPostgres, describe_exit, pid_alive, system_user
 from drillui.stack.private import open_private, private_folder, redact_url, write_private
+from drillui.stack.prometheus import FOLDER_NAME as PROMETHEUS_DIR_NAME
+from drillui.stack.prometheus import URL_ENV as PROMETHEUS_URL
+from drillui.stack.prometheus import EmbeddedPrometheus, find_binary
 from drillui.stack.relay import TcpRelay
 from drillui.stack.tracestore import TraceStoreServer
 
@@ -89,12 +92,14 @@ _EXAMPLES: Final[Mapping[str, str]] = {
     ES_URL: "http://127.0.0.1:9200",
     JAEGER_URL: DEFAULT_JAEGER_URL,
     OTLP_ENDPOINT: DEFAULT_OTLP_ENDPOINT,
+    PROMETHEUS_URL: "http://127.0.0.1:9090",
 }
 _SCHEMES: Final[Mapping[str, tuple[str, ...]]] = {
     DATABASE_URL: ("postgresql", "postgres"),
     ES_URL: ("http", "https"),
     JAEGER_URL: ("http", "https"),
     OTLP_ENDPOINT: ("http", "https"),
+    PROMETHEUS_URL: ("http", "https"),
 }
 _CONTROL_TIMEOUT_S: Final = 10.0
 
@@ -152,13 +157,16 @@ class Endpoints:
     database_direct_url: str = ""
     """Postgres itself, not through the stack's relay; the same as `database_url` when Postgres is
     not the stack's own (given empty, it is filled in so)."""
+    prometheus_url: str = ""
+    """Base URL of a Prometheus that scrapes the drill workers (`/api/v1/query`); empty: none
+    runs, and metrics are scraped from each worker directly."""
 
     def __post_init__(self) -> None:
         if not self.database_direct_url:
             object.__setattr__(self, "database_direct_url", self.database_url)
 
     def to_json(self) -> dict[str, str]:
-        """The five URLs, ready for `json.dumps`. Holds passwords: see `redacted`."""
+        """The URLs, ready for `json.dumps`. Holds passwords: see `redacted`."""
         return asdict(self)
 
     def redacted(self) -> Endpoints:
@@ -178,6 +186,7 @@ class Endpoints:
             otlp_endpoint=str(data["otlp_endpoint"]),
             jaeger_url=str(data["jaeger_url"]),
             database_direct_url=str(data.get("database_direct_url") or data["database_url"]),
+            prometheus_url=str(data.get("prometheus_url") or ""),
         )
 
 
@@ -185,7 +194,7 @@ class Endpoints:
 class Part:
     """One piece of the stack: started here, or taken from an environment variable."""
 
-    name: Literal["postgres", "engine", "traces"]
+    name: Literal["postgres", "engine", "traces", "prometheus"]
     started: bool
     source: str
     """`embedded` when started here, else the variable(s) it came from."""
@@ -364,6 +373,11 @@ class RunningStack:
     """None when the engine is not the stack's own (`ES_URL` was set)."""
     postgres_switch: PostgresSwitch | None = None
     """None when Postgres is not the stack's own (`DATABASE_URL` was set)."""
+    prometheus_targets: Path | None = None
+    """Where a runner lists its workers for the stack's own Prometheus (file_sd); None: the
+    stack runs no Prometheus of its own."""
+    prometheus_note: str = ""
+    """Why the stack has no Prometheus, and how to get one (empty when it has)."""
 
     def __repr__(self) -> str:
         return f"RunningStack({str(self.state_dir)!r}, pid {self.pid}, {self.endpoints!r})"
@@ -393,6 +407,7 @@ class Stack:
         postgres: EmbeddedPostgres | None,
         engine: EmbeddedEngine | None,
         trace_store: TraceStoreServer | None,
+        prometheus: EmbeddedPrometheus | None = None,
         control: _ControlServer,
         started_at: str,
         stops: list[Callable[[], None]],
@@ -403,6 +418,7 @@ class Stack:
         self.postgres = postgres
         self.engine = engine
         self.trace_store = trace_store
+        self.prometheus = prometheus
         self.started_at = started_at
         self.pid = os.getpid()
         self.engine_switch: EngineSwitch | None = control.switch
@@ -525,15 +541,21 @@ class Stack:
                 detail = f"{missing[0]} not set: using a real Jaeger's usual address" if missing else ""
                 parts.append(Part("traces", False, " + ".join(given), 0.0, detail))
 
+            prometheus, prometheus_url, prometheus_part = _start_prometheus(state_dir, env)
+            if prometheus is not None:
+                stops.append(prometheus.stop)
+            parts.append(prometheus_part)
+
             switch: EngineSwitch | None = LocalEngineSwitch(engine) if engine is not None else None
-            managed = _Managed(postgres, postgres_relay, engine, trace_store)
+            managed = _Managed(postgres, postgres_relay, engine, trace_store, prometheus=prometheus,
+                               prometheus_note="" if prometheus is not None else prometheus_part.detail)
             control = _ControlServer(switch, managed)
             stops.append(control.stop)
             watcher = _Watcher(managed, on_event)
             stops.append(watcher.stop)
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
             assert database_direct_url is not None
-            endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url, database_direct_url)
+            endpoints = Endpoints(database_url, es_url, otlp_endpoint, jaeger_url, database_direct_url, prometheus_url or "")
             stack = cls(
                 state_dir=state_dir,
                 endpoints=endpoints,
@@ -541,6 +563,7 @@ class Stack:
                 postgres=postgres,
                 engine=engine,
                 trace_store=trace_store,
+                prometheus=prometheus,
                 control=control,
                 started_at=started_at,
                 stops=stops,
@@ -582,6 +605,8 @@ class Stack:
             endpoints=Endpoints.from_json(secrets["endpoints"]),
             engine_switch=RemoteEngineSwitch(control_url) if info.get("engine_managed") else None,
             postgres_switch=RemotePostgresSwitch(control_url) if info.get("postgres_managed") else None,
+            prometheus_targets=Path(info["prometheus_targets"]) if info.get("prometheus_targets") else None,
+            prometheus_note=str(info.get("prometheus_note") or ""),
         )
 
     def stop(self) -> None:
@@ -622,6 +647,8 @@ class Stack:
             "env_file": str(self.env_path),
             "engine_managed": self.engine is not None,
             "postgres_managed": self.postgres is not None,
+            "prometheus_targets": str(self.prometheus.targets_dir) if self.prometheus is not None else None,
+            "prometheus_note": self._control.managed.prometheus_note,
             "parts": [asdict(part) for part in self.parts],
         }
         write_private(self.info_path, json.dumps(info, indent=2) + "\n")
@@ -641,10 +668,36 @@ def _env_file(endpoints: Endpoints) -> str:
         JAEGER_URL: endpoints.jaeger_url,
     }
     lines = ["# Written by `drillui stack up`; gone when the stack stops. Use: set -a; . <this file>; set +a"]
+    if endpoints.prometheus_url:
+        values[PROMETHEUS_URL] = endpoints.prometheus_url
     lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]
     lines.append("# Postgres itself, not through the relay a drill can close:")
     lines.append(f"DRILLUI_DATABASE_DIRECT_URL={shlex.quote(endpoints.database_direct_url)}")
     return "\n".join(lines) + "\n"
+
+
+def _start_prometheus(state_dir: Path, env: Mapping[str, str]) -> tuple[EmbeddedPrometheus | None, str | None, Part]:
+    """The stack's Prometheus, when a binary is installed and `PROMETHEUS_URL` names none.
+
+    Optional by design: without a binary, or when it fails to start, the stack runs without it
+    (the part says why and how to get it) and the drills scrape each worker's /metrics directly.
+    """
+    given = _override(env, PROMETHEUS_URL)
+    if given is not None:
+        return None, given, Part("prometheus", False, PROMETHEUS_URL, 0.0,
+                                 "your Prometheus: it must scrape the drill workers itself")
+    binary, why = find_binary(env)
+    fallback = "drills scrape each worker's /metrics directly"
+    if binary is None:
+        return None, None, Part("prometheus", False, "absent", 0.0, f"not running: {why}; {fallback}")
+    server = EmbeddedPrometheus(state_dir / PROMETHEUS_DIR_NAME, binary)
+    began = time.monotonic()
+    try:
+        url = server.start()
+    except StackError as exc:
+        return None, None, Part("prometheus", False, "failed", 0.0, f"not running: {binary} did not start: {exc}; {fallback}")
+    detail = f"prometheus {server.version or '?'} ({binary}), scrapes the drill workers every second, data in {server.folder}"
+    return server, url, Part("prometheus", True, "embedded", time.monotonic() - began, detail)
 
 
 def _start_relay(backend_port: int, name: str) -> TcpRelay:
@@ -993,7 +1046,8 @@ _CONTROL_ROUTES: Final[Mapping[str, Mapping[str, _Action]]] = {
 
 # -- the parts' health, and a watcher that notices deaths ----------------------------------------
 
-_PART_VARIABLES: Final[Mapping[str, str]] = {"postgres": DATABASE_URL, "engine": ES_URL, "traces": JAEGER_URL}
+_PART_VARIABLES: Final[Mapping[str, str]] = {"postgres": DATABASE_URL, "engine": ES_URL, "traces": JAEGER_URL,
+                                             "prometheus": PROMETHEUS_URL}
 _WATCH_INTERVAL_S: Final = 0.5
 
 
@@ -1006,6 +1060,9 @@ class _Managed:
     engine: EmbeddedEngine | None
     trace_store: TraceStoreServer | None
     on_postgres_moved: Callable[[str], None] | None = None
+    prometheus: EmbeddedPrometheus | None = None
+    prometheus_note: str = ""
+    """Why the stack runs no Prometheus of its own (absent, turned off, PROMETHEUS_URL given)."""
     """Told the new direct URL when a restarted Postgres had to take another port."""
 
     def restart_postgres(self) -> None:
@@ -1028,11 +1085,14 @@ class _Managed:
             state["reachable"] = True  # not ours to switch; as far as this stack knows, it is up
         return state
 
-    def _server(self, name: str) -> EmbeddedPostgres | EmbeddedEngine | TraceStoreServer | None:
-        return {"postgres": self.postgres, "engine": self.engine, "traces": self.trace_store}[name]
+    def _server(self, name: str) -> EmbeddedPostgres | EmbeddedEngine | TraceStoreServer | EmbeddedPrometheus | None:
+        return {"postgres": self.postgres, "engine": self.engine, "traces": self.trace_store, "prometheus": self.prometheus}[name]
 
     def part_health(self, name: str) -> dict[str, Any]:
         server = self._server(name)
+        if server is None and name == "prometheus":
+            # Optional: no Prometheus is no fault of the stack (drills scrape /metrics directly).
+            return {"managed": False, "ok": None, "detail": self.prometheus_note or "not running"}
         if server is None:
             # Someone else's server: the doctor checks it; the stack claims nothing about it.
             return {"managed": False, "ok": None, "detail": f"from {_PART_VARIABLES[name]}, not checked by the stack"}
@@ -1061,6 +1121,7 @@ class _Watcher:
         self._on_event = on_event
         self._stop = threading.Event()
         self._engine_reported = False
+        self._prometheus_reported = False
         self._thread = threading.Thread(target=self._run, name="stack-watcher", daemon=True)
         self._thread.start()
 
@@ -1082,6 +1143,13 @@ class _Watcher:
                         f"postgres (pid {postgres.last_pid}) exited: {describe_exit(code)}; restart it with "
                         f"POST /postgres/restart on the control server, or restart the stack"
                     )
+            prometheus = self._managed.prometheus
+            if prometheus is not None and not self._prometheus_reported:
+                code = prometheus.reap()
+                if code is not None:
+                    self._prometheus_reported = True
+                    self._say(f"prometheus exited: {describe_exit(code)}; PromQL is unavailable until the stack restarts "
+                              f"(log: {prometheus.log_path})")
             if engine is not None and not self._engine_reported:
                 code = engine.reap()
                 if code is not None:

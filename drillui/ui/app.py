@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import events, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
@@ -29,8 +30,9 @@ from drillui.runner.infra import Infrastructure, open_infrastructure
 from drillui.runner.runner import RunOptions
 from drillui.scenarios import Catalog, Drill, load_catalog
 from drillui.settings import DrillSettings
+from drillui.ui.commands import DrillCommands
 from drillui.ui.messages import StackFailed, StackReady, StackStatusChanged
-from drillui.ui.prefs import DrillChoices, load_prefs, save_prefs
+from drillui.ui.prefs import DrillChoices, load_prefs, load_theme, save_prefs, save_theme
 from drillui.ui.screens.drill import DrillScreen, RunControl
 from drillui.ui.screens.help import HelpScreen
 from drillui.ui.screens.menu import MenuScreen
@@ -60,7 +62,10 @@ class DrillApp(App[int]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]  # noqa: RUF012
 
-    ENABLE_COMMAND_PALETTE = False
+    # Ctrl+P: drillui's own actions (run a drill, recover, apply the step, filter by an id,
+    # screenshot, replay, PromQL) beside Textual's (the theme picker, the keys, quit).
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | {DrillCommands}  # noqa: RUF012 - Textual's class-level setting
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", tooltip="Every key of the dashboard"),
         Binding("q", "quit", "Quit", tooltip="Quit: a running drill is stopped and cleaned up first"),
@@ -102,13 +107,15 @@ class DrillApp(App[int]):
         self.prefs: dict[str, DrillChoices] = {}
         self._stack_lines: list[str] = []
         self._when_ready: list[Callable[[], None]] = []
+        self._theme_loaded = False
 
     # ---- startup ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.first_screens()
         if self.infra is not None:
-            self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode}"
+            self.stack_state, self.stack_summary = "ready", f"ready: {self.infra.mode} · {self._prometheus_word()}"
             self.stack_detail = self._endpoints_line(self.infra)
             self._stack_opened.set()
         elif self._start_stack:
@@ -127,12 +134,24 @@ class DrillApp(App[int]):
     def stack_mode(self) -> str:
         return f"stack {self.infra.mode}" if self.infra is not None else f"stack {self.stack_state}"
 
+    def _prometheus_word(self) -> str:
+        """The stack line's word on Prometheus: it runs, or how to get it."""
+        from drillui.stack.prometheus import INSTALL_HINT
+
+        if self.infra is not None and self.infra.endpoints.prometheus_url:
+            return "Prometheus: PromQL runs"
+        return f"no Prometheus: PromQL steps cannot run ({INSTALL_HINT})"
+
     @staticmethod
     def _endpoints_line(infra: Infrastructure) -> str:
         from drillui.redact import redact_url
 
         e = infra.endpoints
-        return f"postgres {redact_url(e.database_url)} · engine {redact_url(e.es_url)} · traces {redact_url(e.jaeger_url)}"
+        line = f"postgres {redact_url(e.database_url)} · engine {redact_url(e.es_url)} · traces {redact_url(e.jaeger_url)}"
+        # Prometheus is optional: say whether it runs, and when it does not, how to get it.
+        if e.prometheus_url:
+            return f"{line} · prometheus {redact_url(e.prometheus_url)}"
+        return f"{line} · no prometheus ({infra.prometheus_note or 'none'}): PromQL steps cannot run"
 
     @work(thread=True, exclusive=True, group="stack", exit_on_error=False)
     def _open_stack(self) -> None:
@@ -158,7 +177,7 @@ class DrillApp(App[int]):
 
     def on_stack_ready(self, message: StackReady) -> None:
         self.stack_state = "ready"
-        self.stack_summary = f"ready in {message.seconds:.1f}s: {message.mode}"
+        self.stack_summary = f"ready in {message.seconds:.1f}s: {message.mode} · {self._prometheus_word()}"
         # What started and how long each part took, then where it answers.
         parts = [line for line in self._stack_lines if ": " in line and not line.startswith("stack ready")]
         endpoints = self._endpoints_line(self.infra) if self.infra is not None else ""
@@ -260,7 +279,62 @@ class DrillApp(App[int]):
     @work(thread=True, group="prefs", exit_on_error=False)
     def _load_prefs(self) -> None:
         loaded = load_prefs(self.prefs_folder)
+        theme = load_theme(self.prefs_folder)
         self.call_from_thread(self._merge_prefs, loaded)
+        self.call_from_thread(self._apply_theme, theme)
+
+    def _apply_theme(self, theme: str | None) -> None:
+        if theme is not None and theme in self.available_themes and theme != self.theme:
+            self.theme = theme
+        self._theme_loaded = True
+
+    def _theme_changed(self, theme: object) -> None:
+        # The remembered theme is applied first; only a change made after that is saved.
+        if self._theme_loaded:
+            self._save_theme(self.theme)
+
+    @work(thread=True, group="prefs-theme", exit_on_error=False)
+    def _save_theme(self, theme: str) -> None:
+        try:
+            save_theme(self.prefs_folder, theme)
+        except OSError:
+            return  # as with the run options: a read-only state folder only loses the choice
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        # Textual's screenshot writes to the current folder; drillui's own (in the palette, and
+        # `x`) writes into the run's folder, numbered.
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":
+                yield command
+
+    def replay_last(self, drill_id: str | None) -> None:
+        """Replay the newest recorded run of a drill (or of any drill) on the run screen."""
+        self._load_replay(drill_id)
+
+    @work(thread=True, exclusive=True, group="replay-load", exit_on_error=False)
+    def _load_replay(self, drill_id: str | None) -> None:
+        from drillui.evidence.verify import recorded_drill
+        from drillui.record.reader import read_run
+        from drillui.record.snapshot import latest_run
+
+        ids = [drill_id] if drill_id else [d.id for d in self.catalog.drills]
+        found = [p for p in (latest_run(self.snapshots, i) for i in ids) if p is not None]
+        if not found:
+            self.call_from_thread(self.notify, f"no recorded run under {self.snapshots}", title="Replay", markup=False)
+            return
+        folder = max(found, key=lambda p: p.name)
+        try:
+            run = read_run(folder)
+            drill, _ = recorded_drill(run, next((d for d in self.catalog.drills if d.id == folder.parent.name), None))
+        except (DrillError, ValueError) as exc:
+            self.call_from_thread(self.show_error, "Cannot replay that run", str(exc))
+            return
+        self.call_from_thread(self._push_replay, drill, run)
+
+    def _push_replay(self, drill: Drill, run: Any) -> None:
+        from drillui.ui.viewer import ReplayScreen
+
+        self.push_screen(ReplayScreen(drill, run))
 
     def _merge_prefs(self, loaded: dict[str, DrillChoices]) -> None:
         # Choices made while the file was read win over the remembered ones.
@@ -324,8 +398,13 @@ class DrillApp(App[int]):
             ("Training (the trainee's screen)", [*TRAINEE_KEYS]),
             ("Traces panel", [Binding("enter", "tree", "Span tree of the trace (and filter the logs to it)"),
                               *TracesPanel.BINDINGS]),
-            ("Logs panel", [Binding("enter", "trace", "Open the trace of the line")]),
+            ("Logs panel", [Binding("enter", "trace", "Open the trace of the line"), Binding("j,k", "move", "Down / up")]),
             ("Checklist", list(Checklist.BINDINGS)),
+            ("PromQL prompt (m)", [Binding("enter", "run", "Run the query over the drill's time range (a replay: show what the run recorded)"),
+                                   Binding("escape", "leave", "Back to the dashboard; the answer stays under the step")]),
+            ("Lists", [Binding("j,k", "move", "Down / up in the drill list, the tables, the checklist, the span tree, pickers")]),
+            ("Command palette", [Binding("ctrl+p", "command_palette", "Run a drill, recover, apply the step, filter by an id, "
+                                         "screenshot, replay the last run, PromQL; and Textual's theme picker (remembered)")]),
             ("Filters", [Binding("enter", "apply", "Apply the filter"), Binding("escape", "leave", "Back to the table")]),
         ]))
 

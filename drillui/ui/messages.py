@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from drillui.record.events import Event
+from drillui.record.events import Event, PromqlEvaluated
 from drillui.sources.logs import LogRecord
 from drillui.ui.feeds import LastVerdict
 
@@ -108,3 +108,28 @@ class TraceFilterSubmitted(Message):
 @dataclass
 class LogFilterSubmitted(Message):
     text: str
+
+
+# ---- PromQL -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PromqlSubmitted(Message):
+    """A query typed in the PromQL prompt (Enter)."""
+
+    text: str
+
+
+@dataclass
+class PromqlPromptClosed(Message):
+    """Escape in the PromQL prompt: the keys go back to the dashboard."""
+
+
+@dataclass
+class PromqlAnswered(Message):
+    """Prometheus answered a query the screen asked (in a thread worker)."""
+
+    event: PromqlEvaluated
+    recorded: bool
+    """False: the run had ended (or none was running), so the answer is shown, not recorded."""
+    run: int = 0

@@ -1,4 +1,5 @@
-"""The dashboard's remembered run options, per drill, in `<state folder>/dashboard.json`.
+"""The dashboard's remembered choices in `<state folder>/dashboard.json`: the run options of each
+drill (`run_options`) and the theme (`theme`).
 
 Plain functions, no Textual: the app calls them from thread workers. A missing or unreadable file
 is an empty set of preferences (the catalog's defaults), never an error the trainer must fix.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 from drillui.runner.runner import RunOptions
 
 FILE = "dashboard.json"
+# Run options and the theme are saved from different thread workers: one read-modify-write at a time.
+_WRITE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -50,19 +54,42 @@ class DrillChoices:
                        workers=self.workers if self.workers is not None else options.workers)
 
 
-def load_prefs(folder: Path) -> dict[str, DrillChoices]:
+def _read(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads((folder / FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    runs = data.get("run_options") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _update(folder: Path, key: str, value: Any) -> None:
+    """Set one key of the file, keeping the others (atomically: a reader never sees half a file)."""
+    with _WRITE_LOCK:
+        data = _read(folder)
+        data[key] = value
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = folder / f".{FILE}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        os.replace(tmp, folder / FILE)
+
+
+def load_theme(folder: Path) -> str | None:
+    """The theme chosen last (Textual's theme picker), or None."""
+    theme = _read(folder).get("theme")
+    return theme if isinstance(theme, str) and theme else None
+
+
+def save_theme(folder: Path, theme: str) -> None:
+    _update(folder, "theme", theme)
+
+
+def load_prefs(folder: Path) -> dict[str, DrillChoices]:
+    data = _read(folder)
+    runs = data.get("run_options")
     if not isinstance(runs, dict):
         return {}
     return {str(k): DrillChoices.from_json(v) for k, v in runs.items()}
 
 
 def save_prefs(folder: Path, prefs: dict[str, DrillChoices]) -> None:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = folder / f".{FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps({"run_options": {k: v.to_json() for k, v in prefs.items()}}, indent=2), encoding="utf-8")
-    os.replace(tmp, folder / FILE)
+    _update(folder, "run_options", {k: v.to_json() for k, v in prefs.items()})

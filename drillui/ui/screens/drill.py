@@ -45,6 +45,7 @@ from drillui.record.events import (
     LogLinesSeen,
     MetricsSampled,
     MetricsUnreachable,
+    PromqlEvaluated,
     RunEnded,
     SpansSeen,
     StepChanged,
@@ -53,6 +54,7 @@ from drillui.record.events import (
 from drillui.record.snapshot import Snapshot
 from drillui.runner.cleanup import RunRefused
 from drillui.runner.infra import Infrastructure
+from drillui.runner.promql import missing_text, promql_event, unavailable_event
 from drillui.runner.runner import DirtyState, DrillRunner, RunOptions, StopSignal, scaled
 from drillui.scenarios import Drill
 from drillui.sources.traces import Trace
@@ -60,6 +62,9 @@ from drillui.ui.format import number, short_id, signed
 from drillui.ui.messages import (
     LogFilterSubmitted,
     LogLineChosen,
+    PromqlAnswered,
+    PromqlPromptClosed,
+    PromqlSubmitted,
     RunEventReceived,
     RunFinished,
     ScreenshotSaved,
@@ -70,6 +75,7 @@ from drillui.ui.screens.modals import LogLineModal, PickerModal, SpanTreeModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.header import RunHeader, StepBar
 from drillui.ui.widgets.logs import LogsPanel
+from drillui.ui.widgets.promql import PromqlPanel
 from drillui.ui.widgets.signals import SignalsPanel
 from drillui.ui.widgets.traces import PIVOTS, TraceFilter, TracesPanel, parse_trace_filter
 from drillui.ui.widgets.training import TrainingPanel
@@ -79,7 +85,7 @@ if TYPE_CHECKING:
 
 PAINT_EVERY = 0.1
 CLOCK_EVERY = 0.5
-PANELS = ("header", "signals", "checks", "traces", "logs")
+PANELS = ("header", "signals", "checks", "traces", "logs", "promql")
 # What each kind of event can change on screen.
 DIRTY: dict[type[Event], tuple[str, ...]] = {
     MetricsSampled: ("signals",),
@@ -93,6 +99,7 @@ DIRTY: dict[type[Event], tuple[str, ...]] = {
     FaultReverted: ("header", "signals"),
     AnswerGiven: ("checks",),
     HintGiven: ("checks",),
+    PromqlEvaluated: ("promql",),
 }
 
 
@@ -129,7 +136,10 @@ class DrillScreen(Screen[None]):
         Binding("x", "screenshot", "Screenshot", tooltip="Save a numbered SVG screenshot of the dashboard into the run's folder"),
         Binding("t", "focus_panel('traces-table')", "Traces", show=False, tooltip="Focus the traces table"),
         Binding("l", "focus_panel('logs-table')", "Logs", show=False, tooltip="Focus the logs table"),
-        Binding("k", "focus_panel('checklist')", "Checklist", show=False, tooltip="Focus the checklist (↑↓ to read each check's query)"),
+        Binding("v", "focus_panel('checklist')", "Checklist", show=False,
+                tooltip="Focus the evidence checklist (↑↓ or j/k to read each check's query)"),
+        Binding("m", "promql", "PromQL", tooltip="Type a PromQL query: it runs over the drill's time range on the stack's "
+                "Prometheus (a replay shows what the run recorded)"),
     ]
 
     def __init__(self, drill: Drill, *, autostart: bool = True, options: RunOptions | None = None) -> None:
@@ -147,6 +157,11 @@ class DrillScreen(Screen[None]):
         self._want_tree: str | None = None
         self._run_number = 0
         self._error: str | None = None
+        self._promql_pinned: PromqlEvaluated | None = None
+        self._promql_pin = False
+        """True: show `_promql_pinned` (a replay's recorded answer, one not recorded, or none with
+        a note); False: the latest answer of the run."""
+        self._promql_note = ""
 
     @property
     def dashboard(self) -> DrillApp:
@@ -165,6 +180,7 @@ class DrillScreen(Screen[None]):
         yield StepBar(list(self.drill.steps), id="steps")
         # A training run's answers, hints and score, as the trainer sees them (shown once there are any).
         yield TrainingPanel(self.drill, "trainer", id="training")
+        yield PromqlPanel(id="promql")
         # Two columns, each panel as tall as it needs: signals over traces, checklist over logs.
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -243,6 +259,7 @@ class DrillScreen(Screen[None]):
         self.query_one(RunHeader).verdict = ""
         self.query_one(TracesPanel).set_filter("")
         self.query_one(LogsPanel).set_filter("")
+        self._promql_pinned, self._promql_note, self._promql_pin = None, "", False
         self._dirty = set(PANELS)
         self.paint()
 
@@ -264,6 +281,9 @@ class DrillScreen(Screen[None]):
         self._dirty.update(DIRTY.get(type(ev), ()))
         if isinstance(ev, (FaultArmed, FaultHeld, FaultReverted, RunEnded)):
             self.refresh_bindings()  # recover / top up come and go with the fault
+        if isinstance(ev, PromqlEvaluated) and ev.purpose != "check":
+            # A new answer (live, watched or replayed) is what the panel shows next.
+            self._promql_pinned, self._promql_note, self._promql_pin = None, "", False
         if isinstance(ev, StepChanged) and self.is_mounted:
             self.query_one(StepBar).index = ev.index  # the trainer's step, as recorded
         if isinstance(ev, SpansSeen) and self._want_tree and self.state.spans.trace(self._want_tree) is not None:
@@ -473,6 +493,8 @@ class DrillScreen(Screen[None]):
             panel = self.query_one(SignalsPanel)
             panel.highlight = key or ""
             self.notify(text, title=f"Step {bar.index + 1}: the signal", markup=False)
+            if step.promql:
+                self.ask_promql(step.promql, "step", bar.index)
         else:
             self.notify("This step has no query to apply: it is said aloud.", title="Apply step", markup=False)
 
@@ -494,6 +516,81 @@ class DrillScreen(Screen[None]):
                     text += f", peak {number(v.peak, sig.unit)}"
                 return sig.key, text
         return None, f"no panel signal for: {promql}"
+
+    # ---- PromQL ---------------------------------------------------------------------------------
+
+    def action_promql(self) -> None:
+        found = self.query(PromqlPanel)
+        if not found:
+            return
+        panel = found.first()
+        step = self.drill.steps[self.query_one(StepBar).index] if self.drill.steps else None
+        # The current step's query is a good start to edit; what was typed before is kept.
+        panel.open_prompt(None if panel.input.value else (step.promql if step is not None and step.promql else ""))
+
+    def on_promql_submitted(self, message: PromqlSubmitted) -> None:
+        if message.text:
+            self.ask_promql(message.text, "prompt", None)
+
+    def on_promql_prompt_closed(self, message: PromqlPromptClosed) -> None:
+        self.query_one(PromqlPanel).close_prompt()
+        self.query_one(Checklist).focus()
+
+    def ask_promql(self, query: str, purpose: str, step_index: int | None) -> None:
+        """Run `query` over the drill's time range (live), or show what the run recorded for it
+        (a replay or a watcher has no Prometheus of its own)."""
+        st = self.state
+        if self.read_only:
+            found = st.promql_result(step=step_index) if purpose == "step" else st.promql_result(query=query)
+            self._promql_pinned, self._promql_pin = found, True
+            recorded = len(st.promql)
+            self._promql_note = "" if found is not None else (
+                f"no result recorded for {'this step' if purpose == 'step' else 'this query'} in this run"
+                + (f" ({recorded} other PromQL result(s) recorded: each shows here as the replay reaches it)" if recorded else ""))
+            self._dirty.add("promql")
+            self.paint()
+            return
+        if st.started_wall is None:
+            self._show_promql(None, "start the drill first: PromQL runs over the drill's time range")
+            return
+        infra = self.dashboard.infra
+        start = st.started_wall
+        end = st.ended.wall if st.ended is not None else time.time()
+        if infra is None or not infra.endpoints.prometheus_url:
+            why = missing_text(infra) if infra is not None else "no Prometheus: the stack is not ready"
+            self._show_promql(unavailable_event(query, purpose, why, start, end, step_index=step_index),
+                              "the signals panel reads the same metrics from each worker's /metrics")
+            return
+        self._promql_note = "asking Prometheus…"
+        self._dirty.add("promql")
+        self._fetch_promql(infra.endpoints.prometheus_url, query, purpose, step_index, start, end, self.runner, self._run_number)
+
+    @work(thread=True, exclusive=True, group="promql", exit_on_error=False)
+    def _fetch_promql(self, url: str, query: str, purpose: str, step_index: int | None, start: float, end: float,
+                      runner: DrillRunner | None, run: int) -> None:
+        from drillui.sources.prometheus import PrometheusClient, range_step
+
+        with PrometheusClient(url) as client:
+            result = client.query_range(query, start, max(end, start + 1), range_step(start, end))
+        event = promql_event(result, purpose, step_index=step_index)
+        # Recorded through the runner's recorder: it comes back as a run event, like any other.
+        recorded = runner is not None and runner.record_promql(event)
+        self.post_message(PromqlAnswered(event, recorded, run))
+
+    def on_promql_answered(self, message: PromqlAnswered) -> None:
+        if message.run != self._run_number:
+            return
+        if message.recorded:
+            if self._promql_note == "asking Prometheus…":
+                self._promql_note = ""
+                self._dirty.add("promql")
+            return
+        self._show_promql(message.event, "not recorded: the run has ended (its record is closed)")
+
+    def _show_promql(self, event: PromqlEvaluated | None, note: str) -> None:
+        self._promql_pinned, self._promql_note, self._promql_pin = event, note, True
+        self._dirty.add("promql")
+        self.paint()
 
     def action_focus_panel(self, widget_id: str) -> None:
         self.query_one(f"#{widget_id}").focus()
@@ -547,6 +644,11 @@ class DrillScreen(Screen[None]):
             self._paint_traces()
         if "logs" in dirty:
             self._paint_logs()
+        if "promql" in dirty:
+            shown = self._promql_pinned if self._promql_pin else self.state.promql_last
+            # A screen that composes its own layout (e.g. a blind trainee's) may leave the panel out.
+            for panel in self.query(PromqlPanel):
+                panel.show(shown, self._promql_note)
 
     def _paint_header(self) -> None:
         header = self.query_one(RunHeader)

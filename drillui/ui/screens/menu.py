@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
@@ -30,6 +30,8 @@ from drillui.scenarios import Catalog, Drill
 from drillui.ui.feeds import LastVerdict, load_last_verdicts
 from drillui.ui.messages import LastVerdictsLoaded
 from drillui.ui.screens.modals import TextModal
+from drillui.ui.widgets.filter_input import FilterInput
+from drillui.ui.widgets.lists import JKOptionList
 from drillui.ui.widgets.stack import StackStatus
 
 if TYPE_CHECKING:
@@ -95,6 +97,10 @@ def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
         line("metric", f"{m.selector} changes {m.change}{over}")
         if m.promql:
             line("", m.promql, "cyan")
+    for pq in e.promql:
+        every = "every point" if pq.over == "all" else "some point"
+        line("PromQL", f"{pq.query} {pq.condition} at {every} of the drill" + (" (after recovery)" if pq.at == "recovered" else ""),
+             "cyan")
     for label in getattr(e, "forbidden_labels", []):
         line("metric", f"no series carries a {label} label")
     for t in e.traces:
@@ -126,12 +132,16 @@ def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
 class MenuScreen(Screen[None]):
     """Drill list on the left, the highlighted drill explained on the right."""
 
+    # The list, not the `/` filter field (which would take every letter key).
+    AUTO_FOCUS = "#drill-list"
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "run_now", "Run drill", tooltip="Run the highlighted drill now, with its remembered run options"),
         Binding("o", "run", "Options", tooltip="Run the highlighted drill, setting its run options first (as Enter does)"),
         Binding("v", "last_verdict", "Last verdict"),
         Binding("l", "reopen", "Last run", tooltip="Reopen the screen of the drill's last run in this dashboard"),
         Binding("t", "train", "Train", tooltip="Training mode: a blind drill (or a surprise) for a trainee, with questions"),
+        Binding("slash", "filter", "Filter", tooltip="Filter the drill list: letter, id, title, fault or goal words"),
     ]
 
     def __init__(self, catalog: Catalog, snapshots: Path) -> None:
@@ -139,6 +149,7 @@ class MenuScreen(Screen[None]):
         self.catalog = catalog
         self.snapshots = snapshots
         self.last: dict[str, LastVerdict] = {}
+        self.filter_text = ""
 
     @property
     def dashboard(self) -> DrillApp:
@@ -149,15 +160,28 @@ class MenuScreen(Screen[None]):
         yield Static(id="too-small")
         yield Static(Content.assemble(("drillui", "bold $accent"), (tagline, "$foreground-muted")), id="menu-title")
         yield StackStatus(id="stack-status")
+        yield DrillFilter(placeholder="filter drills: a letter, an id, words of the title, fault or goal  (Enter: list  Esc: back)",
+                          id="drill-filter")
         with Horizontal(id="menu-body"):
-            yield OptionList(*self._options(), id="drill-list")
+            yield JKOptionList(*self._options(), id="drill-list")
             with VerticalScroll(id="drill-detail"):
                 yield Static(id="detail")
         yield Footer(compact=True)
 
+    def shown_drills(self) -> list[Drill]:
+        """The drills the filter keeps (all of them when it is empty), in catalog order."""
+        words = self.filter_text.lower().split()
+        if not words:
+            return list(self.catalog.drills)
+
+        def text(d: Drill) -> str:
+            return " ".join([d.letter, d.id, d.title, d.fault.type, d.goal, d.runbook]).lower()
+
+        return [d for d in self.catalog.drills if all(w in text(d) or w == d.letter.lower() for w in words)]
+
     def _options(self) -> list[Option]:
         options = []
-        for d in self.catalog.drills:
+        for d in self.shown_drills():
             badge, style = verdict_badge(self.last.get(d.id))
             options.append(Option(Content.assemble((f"{d.letter} ", "bold $accent"), d.title, "\n  ", (badge, style)), id=d.id))
         return options
@@ -181,27 +205,61 @@ class MenuScreen(Screen[None]):
 
     def on_last_verdicts_loaded(self, message: LastVerdictsLoaded) -> None:
         self.last = dict(message.verdicts)
+        self._refill()
+
+    def _refill(self) -> None:
+        """Rebuild the list (new verdicts, a new filter), keeping the highlighted drill if shown."""
         lst = self.query_one("#drill-list", OptionList)
-        keep = lst.highlighted
+        keep = self.selected.id if lst.option_count else None
         lst.clear_options()
         lst.add_options(self._options())
-        lst.highlighted = keep if keep is not None else 0
-        self._show(self.selected)
+        ids = [d.id for d in self.shown_drills()]
+        if ids:
+            lst.highlighted = ids.index(keep) if keep in ids else 0
+        lst.border_title = "Drills" if not self.filter_text else f"Drills · {len(ids)} of {len(self.catalog.drills)} · /{self.filter_text}"
+        if ids:
+            self._show(self.selected)
+        else:
+            self.query_one("#detail", Static).update(Content.styled(f"No drill matches {self.filter_text!r}: / to change the filter",
+                                                                    "$foreground-muted"))
 
     @property
     def selected(self) -> Drill:
-        index = self.query_one("#drill-list", OptionList).highlighted
-        return self.catalog.drills[index or 0]
+        lst = self.query_one("#drill-list", OptionList)
+        index = lst.highlighted
+        if index is None or not lst.option_count:
+            shown = self.shown_drills()
+            return shown[0] if shown else self.catalog.drills[0]
+        option_id = lst.get_option_at_index(index).id
+        return next((d for d in self.catalog.drills if d.id == option_id), self.catalog.drills[0])
 
     def _show(self, drill: Drill) -> None:
         self.query_one("#detail", Static).update(drill_detail(drill, self.last.get(drill.id)))
 
+    def _drill(self, option_id: str | None) -> Drill:
+        return next((d for d in self.catalog.drills if d.id == option_id), self.catalog.drills[0])
+
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        self._show(self.catalog.drills[event.option_index])
+        self._show(self._drill(event.option.id))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        self.dashboard.open_drill(self.catalog.drills[event.option_index])
+        self.dashboard.open_drill(self._drill(event.option.id))
+
+    def action_filter(self) -> None:
+        field = self.query_one("#drill-filter", Input)
+        field.add_class("-shown")
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "drill-filter":
+            self.filter_text = event.value.strip()
+            self._refill()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "drill-filter":
+            event.stop()
+            self.query_one("#drill-list", OptionList).focus()
 
     def action_run(self) -> None:
         self.dashboard.open_drill(self.selected)
@@ -216,12 +274,12 @@ class MenuScreen(Screen[None]):
     def on_key(self, event: events.Key) -> None:
         """A drill's letter jumps to it (shifted always; lowercase when it is no other key)."""
         char = event.character or ""
-        if len(char) != 1 or not char.isalpha():
+        if len(char) != 1 or not char.isalpha() or isinstance(self.focused, Input):
             return
-        taken = {b.key for b in self.BINDINGS if isinstance(b, Binding)} | {"q"}
+        taken = {b.key for b in self.BINDINGS if isinstance(b, Binding)} | {"q", "j", "k"}  # j/k move in the list
         if char.islower() and char in taken:
             return
-        for i, d in enumerate(self.catalog.drills):
+        for i, d in enumerate(self.shown_drills()):
             if d.letter == char.upper():
                 self.query_one("#drill-list", OptionList).highlighted = i
                 event.stop()
@@ -268,3 +326,17 @@ def verdict_text(data: dict[str, Any]) -> Content:
     for note in data.get("notes", []):
         lines.append(Content.assemble(("note ", "$foreground-muted"), str(note)))
     return Content("\n").join(lines)
+
+
+class DrillFilter(FilterInput):
+    """The menu's `/` filter: hidden until asked for, or while it holds a filter."""
+
+    DEFAULT_CSS = """
+    DrillFilter { display: none; }
+    DrillFilter.-shown { display: block; }
+    """
+
+    def action_leave(self) -> None:
+        if not self.value:
+            self.remove_class("-shown")
+        self.screen.query_one("#drill-list").focus()

@@ -23,6 +23,7 @@ from textual.widgets.tree import TreeNode
 
 from drillui.sources.traces import AttrValue, Span, Trace
 from drillui.ui.format import duration_ns
+from drillui.ui.widgets.lists import JKOptionList, JKTree
 
 
 class ErrorModal(ModalScreen[str | None]):
@@ -153,10 +154,10 @@ class SpanTreeModal(ModalScreen[str | None]):
         with Vertical(id="modal-box", classes="wide"):
             yield Static(Content.assemble(("Trace ", "bold"), (self.trace.trace_id, "bold $text-accent"),
                                           (f"  {len(self.trace.spans)} span(s)", "$foreground-muted")), id="modal-title")
-            tree: Tree[str] = Tree(Text(f"trace {self.trace.trace_id}"), id="span-tree")
+            tree: Tree[str] = JKTree(Text(f"trace {self.trace.trace_id}"), id="span-tree")
             tree.show_root = False
             yield tree
-            yield Static(Content.styled("↑↓ move  ←→ fold  g: logs of this trace  Esc: close", "$foreground-muted"))
+            yield Static(Content.styled("↑↓/jk move  ←→ fold  g: logs of this trace  Esc: close", "$foreground-muted"))
 
     def on_mount(self) -> None:
         tree = self.query_one(Tree)
@@ -215,7 +216,7 @@ class PickerModal(ModalScreen[str | None]):
         with Vertical(id="modal-box"):
             yield Static(Content.styled(self.title_text, "bold"), id="modal-title")
             if self.options:
-                yield OptionList(*(Option(Content(label), id=value) for value, label in self.options), id="picker")
+                yield JKOptionList(*(Option(Content(label), id=value) for value, label in self.options), id="picker")
             else:
                 yield Static(Content.styled("Nothing to pick yet: the ids appear once the drill wrote its events.", "$foreground-muted"))
             yield Static(Content.styled("Enter: choose  Esc: close", "$foreground-muted"))

@@ -28,6 +28,7 @@ MARKS: dict[str, tuple[str, str]] = {
     "at_end": ("◷", "$foreground-muted"),
     "passed": ("✓", "bold $success"),
     "failed": ("✗", "bold $error"),
+    "skipped": ("–", "$foreground-muted"),
 }
 WHEN_WIDTH = 8
 # From this width on, each line also shows its query; below it only the highlighted one does.
@@ -42,6 +43,8 @@ def when_text(check: Check) -> str:
         return "at end"
     if check.state == "holding":
         return "holds"
+    if check.state == "skipped":
+        return "n/a"
     return since(check.first_seen_seconds) or ("pass" if check.state == "passed" else "fail" if check.state == "failed" else "seen")
 
 
@@ -56,6 +59,8 @@ class Checklist(Widget, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "move(-1)", "Previous check", show=False),
         Binding("down", "move(1)", "Next check", show=False),
+        Binding("k", "move(-1)", "Previous check", show=False),
+        Binding("j", "move(1)", "Next check", show=False),
     ]
 
     checks: reactive[list[Check]] = reactive(list, always_update=True, layout=True)
@@ -79,8 +84,9 @@ class Checklist(Widget, can_focus=True):
     def summary(self) -> str:
         done = sum(c.done for c in self.checks)
         broken = sum(c.state in ("broken", "failed") for c in self.checks)
-        text = f"{done}/{len(self.checks)} seen"
-        return text + (f", {broken} broken" if broken else "")
+        skipped = sum(c.state == "skipped" for c in self.checks)
+        text = f"{done}/{len(self.checks) - skipped} seen"
+        return text + (f", {broken} broken" if broken else "") + (f", {skipped} n/a" if skipped else "")
 
     def render(self) -> Content:
         width = max(20, self.size.width)

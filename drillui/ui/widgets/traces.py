@@ -25,6 +25,7 @@ from drillui.sources.traces import Span, Trace
 from drillui.ui.format import RESULT_STYLE, duration_ns, short_id, since
 from drillui.ui.messages import TraceChosen, TraceFilterSubmitted
 from drillui.ui.widgets.filter_input import FilterInput
+from drillui.ui.widgets.lists import JKDataTable
 
 # Spans shown as rows; the others (e.g. an empty claim) are in the span tree.
 SHOWN_OPERATIONS = ("projection.process_batch", "outbox.process", "outbox.claim_batch", "outbox.reclaim")
@@ -211,7 +212,7 @@ class TracesPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield FilterInput(placeholder="claim_batch_id=… or outbox_event_id=…  (e: pick from this drill)", id="traces-filter")
-        table: DataTable[Text] = DataTable(id="traces-table", cursor_type="row", zebra_stripes=False)
+        table: DataTable[Text] = JKDataTable(id="traces-table", cursor_type="row", zebra_stripes=False)
         yield table
         yield Static("", id="traces-status", markup=False)
 
