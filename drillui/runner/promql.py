@@ -119,9 +119,11 @@ class RunPrometheus:
             self._targets_file.unlink(missing_ok=True)
 
     def wait_scraped(self, workers: Sequence[tuple[str, str | None]], stopping: Callable[[], bool]) -> None:
-        """Before the fault is armed: wait until Prometheus has scraped every worker once."""
+        """Before the fault is armed: wait until Prometheus has scraped every worker once, for a
+        drill whose PromQL checks judge the whole window. Other drills do not wait (a new target
+        takes 1-6 s to be scraped): a step's PromQL then shows what was scraped."""
         addresses = sorted({a for _, url in workers if (a := _address(url))})
-        if self.url is None or self._targets_file is None or not addresses:
+        if self.url is None or self._targets_file is None or not addresses or not self.drill.expect.promql:
             return
         began = time.monotonic()
         matcher = "|".join(a.replace(".", "\\\\.") for a in addresses)
