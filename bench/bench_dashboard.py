@@ -53,9 +53,28 @@ print(n)
 """
 
 
-async def _flood(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
+def _spans(batch: int, n: int) -> list[dict[str, Any]]:
+    """Worker-shaped spans: a batch span and its event spans, new ids each call."""
+    trace = uuid.uuid4().hex
+    parent = uuid.uuid4().hex[:16]
+    now = time.time_ns()
+    base = {"service": "wordloom-search-outbox-worker", "resource": {"service.name": "wordloom-search-outbox-worker"},
+            "status": "UNSET", "events": [], "kind": "internal", "status_message": "", "scope_name": "worker"}
+    out = [{**base, "trace_id": trace, "span_id": parent, "parent_span_id": None, "operation": "projection.process_batch",
+            "start_unix_nano": now, "duration_ns": 2_000_000,
+            "attributes": {"wordloom.claim_batch_id": str(uuid.uuid4()), "result": "ok", "projection": "search_index_to_elastic",
+                           "batch_size": n - 1, "ok_count": n - 1}}]
+    for i in range(n - 1):
+        out.append({**base, "trace_id": trace, "span_id": uuid.uuid4().hex[:16], "parent_span_id": parent,
+                    "operation": "outbox.process", "start_unix_nano": now + i, "duration_ns": 100_000,
+                    "attributes": {"wordloom.outbox_event_id": str(uuid.uuid4()), "wordloom.entity_id": str(uuid.uuid4()),
+                                   "op": "upsert", "result": "ok", "attempt": 1, "batch": batch}})
+    return out
+
+
+async def _flood(rate: float, seconds: float, folder: Path, span_rate: float = 0.0) -> dict[str, Any]:
     from drillui.record.eventlog import EventLogWriter
-    from drillui.record.events import RunStarted
+    from drillui.record.events import RunStarted, SpansSeen
     from drillui.runner.observers import Observers, Target
     from drillui.runner.recorder import Recorder
     from drillui.settings import DrillSettings
@@ -81,10 +100,22 @@ async def _flood(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
         observers = Observers(recorder, lambda: [Target("worker", None, log)], "http://127.0.0.1:9", since=time.time(),
                               snapshot_path=folder)
         stop = asyncio.Event()
+        spans_sent = 0
 
         def tail() -> None:
+            nonlocal spans_sent
+            batch = 0
             while not stop.is_set():
                 observers.read_logs()
+                if span_rate:
+                    # What the span observer emits: the new spans of one poll, 21-span traces.
+                    due = int(span_rate * 0.25)
+                    new: list[dict[str, Any]] = []
+                    while len(new) < due:
+                        batch += 1
+                        new += _spans(batch, 21)
+                    recorder.emit(SpansSeen(spans=tuple(new)))
+                    spans_sent += len(new)
                 time.sleep(0.25)
 
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(rate), str(seconds)], stdout=subprocess.PIPE, text=True)
@@ -113,6 +144,8 @@ async def _flood(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
     latencies.sort()
     return {
         "rate": rate,
+        "span_rate": span_rate,
+        "spans_sent": spans_sent,
         "key_ms_p50": round(statistics.median(latencies), 1),
         "key_ms_p99": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
         "cpu_cores": round(cpu, 2),
@@ -122,9 +155,11 @@ async def _flood(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
     }
 
 
-def flood(rates: list[float], seconds: float) -> list[dict[str, Any]]:
+def flood(rates: list[float], seconds: float, span_share: float = 0.5) -> list[dict[str, Any]]:
+    """The baseline (no flood), then each log rate with spans at `span_share` of it (10,000
+    lines/s come with 5,000 spans/s: the issue's flood)."""
     folder = Path(tempfile.mkdtemp(prefix="drillui-bench-flood-"))
-    return [asyncio.run(_flood(rate, seconds, folder)) for rate in [0.0, *rates]]
+    return [asyncio.run(_flood(rate, seconds, folder, rate * span_share)) for rate in [0.0, *rates]]
 
 
 def trigger_phase(sizes: list[int]) -> list[dict[str, Any]]:

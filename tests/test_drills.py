@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(ROOT / "scenarios.yaml")
 LETTERS = [d.letter for d in CATALOG.drills if d.letter != "A"]  # A has its own module
+FAULTED = [d.letter for d in CATALOG.drills if d.letter != "A" and not d.control]
 
 # The checks that carry each drill's point: without the fault they must be among the failures.
 CORE_FAILURES = {
@@ -53,7 +54,7 @@ def test_drill_passes_within_20s_and_verifies_offline(letter: str, drill_infra: 
     assert [(c.id, c.state, c.observed) for c in again.recomputed.checks] == [(c.id, c.state, c.observed) for c in verdict.checks]
 
 
-@pytest.mark.parametrize("letter", LETTERS)
+@pytest.mark.parametrize("letter", FAULTED)
 def test_drill_fails_when_its_fault_is_left_out(letter: str, drill_infra: Infrastructure, tmp_path: Path) -> None:
     drill = CATALOG.get(letter)
     control = drill.model_copy(update={"fault": NoFault(type="none"), "duration": min(drill.duration, 3.0)})
@@ -61,6 +62,18 @@ def test_drill_fails_when_its_fault_is_left_out(letter: str, drill_infra: Infras
     assert not verdict.passed
     failed = {c.id for c in verdict.checks if not c.passed}
     assert CORE_FAILURES[letter] in failed, failed
+
+
+def test_the_control_drill_fails_when_something_is_wrong(drill_infra: Infrastructure, tmp_path: Path) -> None:
+    """The control's twin: with a real fault put in, its "nothing is wrong" checks must fail."""
+    from drillui.scenarios import EngineUnreachable
+
+    control = next(d for d in CATALOG.drills if d.control)
+    broken = control.model_copy(update={"fault": EngineUnreachable(type="engine_unreachable"), "duration": 2.0})
+    verdict = DrillRunner(broken, drill_infra, RunOptions(snapshots=tmp_path)).run()
+    assert not verdict.passed
+    failed = {c.id for c in verdict.checks if not c.passed}
+    assert "metric:outbox_retry_scheduled_total" in failed, failed
 
 
 def test_a_fault_that_cannot_prove_it_is_armed_fails_loudly(drill_infra: Infrastructure, tmp_path: Path) -> None:
