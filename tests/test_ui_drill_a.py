@@ -84,7 +84,9 @@ async def test_drill_a_from_the_screen_completes_its_checklist(infra: Infrastruc
 
         await _until(pilot, lambda: screen.state.verdict is not None and not screen.check_action("stop", ()), 90, "the verdict")
         final = list(checks().values())
-        assert final and all(c.state == "passed" for c in final), [c for c in final if c.state != "passed"]
+        # PromQL checks are not applicable on these servers (no Prometheus): skipped, never failed.
+        assert final and all(c.state == "passed" or (c.kind == "promql" and c.state == "skipped") for c in final), \
+            [c for c in final if c.state != "passed"]
 
         # The same evidence as `drillui run`: the runner's own snapshot, with its verdict.
         verdict = screen.state.verdict

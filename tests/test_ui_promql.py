@@ -76,7 +76,7 @@ async def test_replay_shows_the_recorded_answer_of_a_step_or_says_none(tmp_path:
 
         folder = tmp_path / "run"
         folder.mkdir()
-        run = RecordedRun(Snapshot.open(folder), [*demo.events("verified")])
+        run = RecordedRun(Snapshot.open(folder), _events=[*demo.events("verified")])
         screen = ReplayScreen(app.catalog.drills[0], run, playing=False)
         await app.push_screen(screen)
         await pilot.pause()

@@ -524,8 +524,9 @@ class DrillScreen(Screen[None]):
         if not found:
             return
         panel = found.first()
-        step = self.drill.steps[self.query_one(StepBar).index] if self.drill.steps else None
-        # The current step's query is a good start to edit; what was typed before is kept.
+        steps = self.query_one(StepBar).steps
+        step = steps[self.query_one(StepBar).index] if steps else None
+        # The current step's query (of the steps on screen: a trainee's screen has none) is a good start to edit; what was typed before is kept.
         panel.open_prompt(None if panel.input.value else (step.promql if step is not None and step.promql else ""))
 
     def on_promql_submitted(self, message: PromqlSubmitted) -> None:

@@ -34,6 +34,7 @@ from drillui.ui.screens.modals import PickerModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.header import RunHeader, StepBar
 from drillui.ui.widgets.logs import LogsPanel
+from drillui.ui.widgets.promql import PromqlPanel
 from drillui.ui.widgets.signals import SignalsPanel
 from drillui.ui.widgets.traces import TracesPanel
 from drillui.ui.widgets.training import TrainingPanel
@@ -183,6 +184,8 @@ class TraineeScreen(DrillScreen):
         yield RunHeader(id="run-header")
         # Kept but never shown: the base screen's steps and checklist logic stays as it is.
         yield StepBar([], id="steps")
+        # PromQL is a tool of the trade: a trainee may query the live metrics like anyone on call.
+        yield PromqlPanel(id="promql")
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 with Vertical(id="signals-box"):
