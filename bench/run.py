@@ -84,6 +84,7 @@ def dashboard(quick: bool) -> list[Line]:
         flood = r["rate"] >= 10000
         out += [
             Line("dashboard", f"key latency p50, {what}", r["key_ms_p50"], "ms"),
+            Line("dashboard", f"key latency p95, {what}", r["key_ms_p95"], "ms"),
             Line("dashboard", f"key latency p99, {what}", r["key_ms_p99"], "ms", "<= 100" if flood else "",
                  r["key_ms_p99"] <= 100 if flood else None),
             Line("dashboard", f"CPU, {what}", r["cpu_cores"], "cores", "<= 1" if flood else "", r["cpu_cores"] <= 1 if flood else None),

@@ -211,6 +211,8 @@ class SpanPool:
         self.limit = limit
         self.spans: OrderedDict[tuple[str, str], Span] = OrderedDict()
         self.by_trace: dict[str, dict[str, Span]] = {}
+        self.started: dict[str, int] = {}
+        """trace id -> its earliest span's start: the newest traces without sorting them all."""
         self.index: dict[tuple[str, str, str], set[str]] = {}
         self.dropped = 0
         self.omitted = 0
@@ -224,6 +226,9 @@ class SpanPool:
             return False
         self.spans[key] = span
         self.by_trace.setdefault(span.trace_id, {})[span.span_id] = span
+        start = self.started.get(span.trace_id)
+        if start is None or span.start_unix_nano < start:
+            self.started[span.trace_id] = span.start_unix_nano
         for attr in PIVOT_ATTRIBUTES.values():
             v = span.attributes.get(attr)
             if v is not None:
@@ -234,6 +239,7 @@ class SpanPool:
             self.by_trace.get(tid, {}).pop(sid, None)
             if not self.by_trace.get(tid):
                 self.by_trace.pop(tid, None)
+                self.started.pop(tid, None)
             for attr in PIVOT_ATTRIBUTES.values():
                 v = old.attributes.get(attr)
                 if v is not None and tid not in self.by_trace:
@@ -248,6 +254,13 @@ class SpanPool:
         if not spans:
             return None
         return Trace(trace_id, sorted(spans.values(), key=lambda s: s.start_unix_nano))
+
+    def latest(self, n: int) -> list[Trace]:
+        """The `n` newest traces, newest first (what a table of `n` rows can show)."""
+        import heapq
+
+        ids = heapq.nlargest(n, self.by_trace, key=lambda tid: self.started.get(tid, 0))
+        return [t for t in (self.trace(tid) for tid in ids) if t is not None]
 
     def traces(self, trace_ids: Iterable[str] | None = None) -> list[Trace]:
         ids = self.by_trace.keys() if trace_ids is None else trace_ids

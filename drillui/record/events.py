@@ -21,7 +21,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final, Literal, TypeVar
 
 SCHEMA_VERSION: Final = 1
@@ -414,7 +414,22 @@ def to_json(event: Event) -> dict[str, Any]:
     return out
 
 
+def _default(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else str(value)
+
+
 def dumps(event: Event) -> str:
+    # Fast path: the fields as they are, encoded by the C encoder (a flood's spans are most of a
+    # record: copying them through `_jsonable` first cost more than the encoding). A value JSON
+    # cannot hold as it is (NaN, a key that is not a string) takes the exact path.
+    if not isinstance(event, UnknownEvent):
+        raw: dict[str, Any] = {"type": event.type}
+        for f in dataclasses.fields(event):
+            raw[f.name] = getattr(event, f.name)
+        try:
+            return json.dumps(raw, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
+        except (ValueError, TypeError):
+            pass
     return json.dumps(to_json(event), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -457,3 +472,31 @@ def loads(line: str) -> Event:
 
 def of_type(events: Sequence[Event], cls: type[E]) -> list[E]:
     return [e for e in events if isinstance(e, cls)]
+
+
+SPANS_PER_PART = 200
+LINES_PER_PART = 500
+
+
+def fold_parts(ev: Event) -> list[Event]:
+    """`ev` as smaller events that fold into the same state: a poll's spans or log lines in
+    parts of at most `SPANS_PER_PART` / `LINES_PER_PART`, each at its own place in the file.
+
+    For a screen that folds events between key presses; what is recorded is `ev` itself.
+    """
+    if isinstance(ev, SpansSeen) and len(ev.spans) > SPANS_PER_PART:
+        n = SPANS_PER_PART
+        parts = [replace(ev, spans=ev.spans[i:i + n], omitted=0) for i in range(0, len(ev.spans), n)]
+        parts[-1] = replace(parts[-1], omitted=ev.omitted)
+        return list(parts)
+    if isinstance(ev, LogLinesSeen) and len(ev.lines) > LINES_PER_PART:
+        n, out, start = LINES_PER_PART, [], ev.start
+        for i in range(0, len(ev.lines), n):
+            chunk = ev.lines[i:i + n]
+            # Lines are read without their "\n"; the last part ends where the poll ended.
+            end = ev.end if i + n >= len(ev.lines) else start + sum(len(x.encode()) + 1 for x in chunk)
+            out.append(replace(ev, start=start, end=end, first_line=ev.first_line + i, lines=chunk, omitted=0))
+            start = end
+        out[-1] = replace(out[-1], omitted=ev.omitted)
+        return list(out)
+    return [ev]

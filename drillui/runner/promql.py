@@ -118,12 +118,14 @@ class RunPrometheus:
         if self._targets_file is not None:
             self._targets_file.unlink(missing_ok=True)
 
-    def wait_scraped(self, workers: Sequence[tuple[str, str | None]], stopping: Callable[[], bool]) -> None:
-        """Before the fault is armed: wait until Prometheus has scraped every worker once, for a
-        drill whose PromQL checks judge the whole window. Other drills do not wait (a new target
-        takes 1-6 s to be scraped): a step's PromQL then shows what was scraped."""
+    def wait_scraped(self, workers: Sequence[tuple[str, str | None]], stopping: Callable[[], bool], *,
+                     needed: bool = True) -> None:
+        """Before the fault is armed: wait until Prometheus has scraped every worker once (a new
+        target takes 1-6 s), so that a rate over the drill's window starts from the state before
+        the fault. Needed for a drill with PromQL checks, and where a trainer will run the steps'
+        PromQL (`needed`: guided runs); a bounded run without PromQL checks does not wait."""
         addresses = sorted({a for _, url in workers if (a := _address(url))})
-        if self.url is None or self._targets_file is None or not addresses or not self.drill.expect.promql:
+        if self.url is None or self._targets_file is None or not addresses or not (needed or self.drill.expect.promql):
             return
         began = time.monotonic()
         matcher = "|".join(a.replace(".", "\\\\.") for a in addresses)

@@ -694,7 +694,7 @@ class DrillRunner:
                     t = threading.Thread(target=target, name=f"drill-{target.__name__.strip('_')}", daemon=True)
                     t.start()
                     self._side_threads.append(t)
-                self.prometheus.wait_scraped(self._scrape_targets(), self._stopping)
+                self.prometheus.wait_scraped(self._scrape_targets(), self._stopping, needed=self.options.guided)
                 self._scrape("before")
                 self._arm()
                 if self._armed and not self._stopping():

@@ -496,6 +496,22 @@ def run_training(settings: DrillSettings, *, snapshots: Path, drill: Drill | Non
     return run_guarded(app)
 
 
+def quiet_collector() -> None:
+    """Keep the cyclic garbage collector from freezing the screen under a flood.
+
+    A drill floods the dashboard with spans and log lines: hundreds of thousands of live objects,
+    nearly all of them acyclic and freed by reference counting. With the default thresholds a full
+    collection walks all of them every few seconds and held the event loop for up to 330 ms
+    (bench/bench_dashboard.py, 5,000 spans/s). What exists at startup is frozen out of the scans
+    and full collections run far less often; every buffer is bounded, so memory stays bounded.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def run_guarded(app: DrillApp) -> int:
     """Run an app so that SIGTERM and SIGHUP end it the honest way, even without its terminal.
 
@@ -526,6 +542,7 @@ def run_guarded(app: DrillApp) -> int:
             threading.Thread(target=watchdog, args=(signum,), name="drillui-signal-watchdog", daemon=True).start()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    quiet_collector()
     try:
         code = app.run()
     finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,7 @@ from drillui.record.events import (
     SpansSeen,
     StepChanged,
     TriggersWritten,
+    fold_parts,
 )
 from drillui.record.snapshot import Snapshot
 from drillui.runner.cleanup import RunRefused
@@ -84,6 +86,10 @@ if TYPE_CHECKING:
     from drillui.ui.app import DrillApp
 
 PAINT_EVERY = 0.1
+TRACES_PAINT_EVERY = 0.5
+INGEST_SLICE = 0.02
+MAX_TRACE_ROWS = 200
+"""Traces built for the table at most (each is one row or more; the table keeps 200 rows)."""
 CLOCK_EVERY = 0.5
 PANELS = ("header", "signals", "checks", "traces", "logs", "promql")
 # What each kind of event can change on screen.
@@ -153,6 +159,11 @@ class DrillScreen(Screen[None]):
         self._stopping = False
         self._event_mono = time.monotonic()
         self._dirty: set[str] = set(PANELS)
+        self._traces_painted = 0.0
+        self._traces_every = TRACES_PAINT_EVERY
+        self._inbox: deque[tuple[int, Event]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._inbox_posted = False
         self._trace_filter: TraceFilter | None = None
         self._want_tree: str | None = None
         self._run_number = 0
@@ -231,7 +242,7 @@ class DrillScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="runner", exit_on_error=False)
     def _run_drill(self, infra: Infrastructure, options: RunOptions, control: RunControl, run: int) -> None:
         def forward(ev: Event) -> None:
-            self.post_message(RunEventReceived(ev, run))
+            self.receive(ev, run)
 
         try:
             runner = DrillRunner(self.drill, infra, options, on_event=forward, stop=control.stop)
@@ -261,17 +272,47 @@ class DrillScreen(Screen[None]):
         self.query_one(LogsPanel).set_filter("")
         self._promql_pinned, self._promql_note, self._promql_pin = None, "", False
         self._dirty = set(PANELS)
+        self._traces_painted = 0.0
         self.paint()
 
+    def receive(self, ev: Event, run: int) -> None:
+        """An event of run `run`, from any thread. Events wait in the screen's inbox and are
+        folded in slices of at most `INGEST_SLICE` seconds, each slice one message: under a flood
+        a key press waits for one slice, not for every event that arrived before it."""
+        # One big poll (a second of a flooded log, a full page of the trace store) is folded in
+        # parts, so that no part holds the screen for longer than a slice.
+        parts = fold_parts(ev)
+        with self._inbox_lock:
+            self._inbox.extend((run, part) for part in parts)
+            if self._inbox_posted:
+                return
+            self._inbox_posted = True
+        self.post_message(RunEventReceived(ev, run))
+
     def on_run_event_received(self, message: RunEventReceived) -> None:
-        if message.run != self._run_number:
-            return
-        self.apply(message.event)
+        self._ingest(INGEST_SLICE)
+
+    def _ingest(self, budget: float) -> None:
+        """Fold what waits in the inbox: for `budget` seconds (0: all of it), then yield."""
+        deadline = time.perf_counter() + budget
+        while True:
+            with self._inbox_lock:
+                if not self._inbox:
+                    self._inbox_posted = False
+                    return
+                run, ev = self._inbox.popleft()
+            if run == self._run_number:
+                self.apply(ev)
+            if budget and time.perf_counter() > deadline:
+                # The rest comes after what else is waiting (keys, the paint tick).
+                self.post_message(RunEventReceived(ev, run))
+                return
 
     def feed(self, events: Iterable[Event]) -> None:
         """Fold recorded events into the screen and paint them now (recorded runs, tests)."""
         for ev in events:
             self.apply(ev)
+        self._traces_painted = 0.0  # recorded events: everything shows at once
         self.paint()
 
     def apply(self, ev: Event) -> None:
@@ -295,6 +336,7 @@ class DrillScreen(Screen[None]):
     def on_run_finished(self, message: RunFinished) -> None:
         if message.run != self._run_number:
             return
+        self._ingest(0)  # the run's last events before its end
         if self._control is not None:
             self.dashboard.unregister_run(self._control)
             self._control = None
@@ -311,6 +353,7 @@ class DrillScreen(Screen[None]):
             self.dashboard.show_error(message.error_title or "The drill could not run", message.error, message.hint,
                                       actions=actions, then=then)
         self._dirty = set(PANELS)
+        self._traces_painted = 0.0
         self.paint()
         self.refresh_bindings()
 
@@ -393,6 +436,7 @@ class DrillScreen(Screen[None]):
             panel.set_filter(text)
             self._ask_runner(flt)
         self._dirty.add("traces")
+        self._traces_painted = 0.0  # a filter the user typed shows at once
         self.paint()
 
     def _ask_runner(self, flt: TraceFilter) -> None:
@@ -642,7 +686,16 @@ class DrillScreen(Screen[None]):
         if "checks" in dirty:
             self._paint_checks()
         if "traces" in dirty:
-            self._paint_traces()
+            # The table is rebuilt whole: under a span flood, at most a few times a second.
+            now = time.monotonic()
+            if now - self._traces_painted >= self._traces_every:
+                self._traces_painted = now
+                self._paint_traces()
+                took = time.monotonic() - now
+                # A rebuild that costs more than a slice of the screen's time waits longer next time.
+                self._traces_every = TRACES_PAINT_EVERY if took < 0.03 else 2 * TRACES_PAINT_EVERY
+            else:
+                self._dirty.add("traces")
         if "logs" in dirty:
             self._paint_logs()
         if "promql" in dirty:
@@ -707,18 +760,22 @@ class DrillScreen(Screen[None]):
     def _paint_traces(self) -> None:
         panel = self.query_one(TracesPanel)
         st = self.state
-        traces = st.spans.traces()
         if self._trace_filter is not None:
-            traces = self._trace_filter.traces(traces)
+            traces = self._trace_filter.traces(st.spans.traces())
             what = f"filter {self._trace_filter}"
             if not traces:
                 what += " · nothing recorded matches (yet)"
-        elif len(st.outbox_event_ids):
-            ids = ", ".join(short_id(e) for e in st.outbox_event_ids.list()[:3])
-            what = f"this drill's events ({ids}) and their batches"
+            status = f"{len(traces)} trace(s) · {what}"
         else:
-            what = "waiting for the drill's events"
-        status = f"{len(traces)} trace(s) · {what}"
+            # Only the newest traces a table can show are built, however many are recorded.
+            traces = st.spans.latest(MAX_TRACE_ROWS)
+            if len(st.outbox_event_ids):
+                ids = ", ".join(short_id(e) for e in st.outbox_event_ids.list()[:3])
+                what = f"this drill's events ({ids}) and their batches"
+            else:
+                what = "waiting for the drill's events"
+            total = len(st.spans.by_trace)
+            status = f"{total} trace(s) · {what}" + (f" · the newest {len(traces)} shown" if total > len(traces) else "")
         if st.spans.omitted:
             status += f" · {st.spans.omitted} span(s) past the record's budget not kept"
         panel.show(traces, st.armed_at, status)

@@ -418,7 +418,7 @@ class LogsPanel(Vertical):
         one_in = round(per_second * PAINT_SECONDS / rows)
         if per_second > READABLE_PER_SECOND and one_in > 1:
             text = f"showing 1 in {one_in:,}, {per_second:,.0f} lines/s · " + text + " · / filters every kept line"
-        self.query_one("#logs-status", Static).update(text)
+        self.query_one("#logs-status", Static).update(text, layout=False)  # one line, always: no relayout
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

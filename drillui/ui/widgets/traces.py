@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -191,7 +193,64 @@ def span_rows(traces: Sequence[Trace], armed_at: float | None,
             }
             cells = [cell[name] if name in cell else Text(_attr(span, name), style="magenta") for name, _ in cols]
             rows.append((span.trace_id, span.span_id, cells))
-    return rows[:MAX_ROWS]
+            if len(rows) >= MAX_ROWS:
+                # Only what the table shows is built: 20,000 spans stored must not cost 20,000 rows.
+                return rows
+    return rows
+
+
+class SpanTable(JKDataTable):
+    """The spans' table, drawing its one-line text cells straight to segments.
+
+    Under a span flood the newest traces replace the visible rows on every repaint, and
+    DataTable renders each cell through Rich's general layout (padding, wrapping, cropping):
+    ~7 cells a row, up to 150 ms of the event loop a repaint. A one-line `Text` cell needs none
+    of it: crop or pad the text to the column, add the padding, apply the same styles. What
+    comes out is what DataTable draws (the snapshot tests hold both to the same screen).
+    """
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+        fast = self._one_line_cell(row_index, column_index, base_style, width, cursor, hover)
+        if fast is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        return fast
+
+    def _one_line_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                       cursor: bool, hover: bool) -> list[list[Segment]] | None:
+        if row_index < 0 or column_index < 0 or row_index < self.fixed_rows or column_index < self.fixed_columns:
+            return None
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None or self.rows[row_key].height != 1:
+            return None
+        cell = self.get_cell(row_key, column_key)
+        if not isinstance(cell, Text) or "\n" in cell.plain or cell.justify not in (None, "default", "left", "right"):
+            return None
+        component_style, post_style = self._get_styles_to_render_cell(
+            False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
+            self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
+        pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        pad = self.cell_padding
+        inner = max(0, width - 2 * pad)
+        text = cell.copy()
+        if cell.justify == "right":
+            text.rstrip()
+            text.truncate(inner, overflow=cell.overflow or "fold")
+            text.pad_left(inner - text.cell_len)
+        else:
+            text.truncate(inner, overflow=cell.overflow or "fold")
+        console = self.app.console
+        blank = pre + post_style
+        # As Rich draws a line of text: its own style under the text only, the fill is the row's.
+        own = console.get_style(text.style, default=Style.null()) if isinstance(text.style, str) else text.style
+        segments = text.render(console) if text.spans else [Segment(text.plain, own)]
+        line = [Segment(" " * pad, blank)] if pad else []
+        line += [Segment(seg.text, pre + seg.style + post_style if seg.style else blank) for seg in segments if seg.text]
+        fill = inner - text.cell_len + pad
+        if fill > 0:
+            line.append(Segment(" " * fill, blank))
+        return [line]
 
 
 class TracesPanel(Vertical):
@@ -212,7 +271,7 @@ class TracesPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield FilterInput(placeholder="claim_batch_id=… or outbox_event_id=…  (e: pick from this drill)", id="traces-filter")
-        table: DataTable[Text] = JKDataTable(id="traces-table", cursor_type="row", zebra_stripes=False)
+        table: DataTable[Text] = SpanTable(id="traces-table", cursor_type="row", zebra_stripes=False)
         yield table
         yield Static("", id="traces-status", markup=False)
 
@@ -249,7 +308,7 @@ class TracesPanel(Vertical):
         if keep in keys:
             # Rows are rebuilt on every change: keep the user's place by key, not by position.
             table.move_cursor(row=keys.index(keep), animate=False)
-        self.query_one("#traces-status", Static).update(status)
+        self.query_one("#traces-status", Static).update(status, layout=False)  # one line, always: no relayout
 
     def set_filter(self, text: str) -> None:
         self.query_one(Input).value = text
