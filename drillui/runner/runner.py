@@ -997,6 +997,10 @@ class DrillRunner:
     def _probe_gauges(self) -> None:
         projection = self.drill.workload.projection
         g = OutboxStore(self.db(), projection=projection, worker_id="drillui-runner").gauges()
+        if g is None:
+            # Another reader holds the gauge lock and no reading exists yet: nothing honest to record.
+            self.say("final gauges not read: another reader holds the outbox gauge lock")
+            return
         self.emit(GaugesProbed(projection=projection, lag=g.lag, oldest_age=round(g.oldest_age, 3), stuck=g.stuck))
 
     def _collect_traces(self) -> None:
