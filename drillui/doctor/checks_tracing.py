@@ -30,6 +30,8 @@ from drillui.sources.metrics import MetricsSnapshot
 from drillui.sources.traces import Span, TraceQueryError
 from worker.contract import (
     ATTR_OBS_SCHEMA,
+    ATTR_OLD_ENTITY_ID,
+    ATTR_OLD_OUTBOX_ID,
     ATTR_WORKER_ID,
     OBS_SCHEMA,
     SPAN_BATCH,
@@ -42,7 +44,7 @@ OTLP_GRPC_PORT: Final = 4317
 OTLP_HTTP_PORT: Final = 4318
 _WORKER_SPANS: Final = frozenset({SPAN_CLAIM, SPAN_BATCH, SPAN_EVENT, SPAN_RECLAIM})
 # Attribute keys of the schema before labs-009-v2 (runbook 3.1.3, manual-test/3).
-_OLD_SPAN_KEYS: Final = ("wordloom.outbox.id", "wordloom.entity.id")
+_OLD_SPAN_KEYS: Final = (ATTR_OLD_OUTBOX_ID, ATTR_OLD_ENTITY_ID)
 _SCHEMA_LINE: Final = re.compile(r"Observability schema: (?P<schema>\S+)")
 _TRUE: Final = frozenset({"1", "true", "yes", "on", "t", "y"})
 
