@@ -77,11 +77,18 @@ def check_otlp_protocol(ctx: DoctorContext) -> DoctorCheck:
     """The OTLP endpoint speaks OTLP/HTTP (the worker's exporter), not gRPC, at `/v1/traces`."""
     name = "otlp.protocol"
     targets = {ctx.inputs.endpoints.otlp_endpoint.rstrip("/"): "the stack's OTLP endpoint"}
+    # A worker restarted with a fixed endpoint appends to the same log: its latest start counts.
+    latest: dict[tuple[str, str], str] = {}
     for record in ctx.records:
+        key = (record.source, record.worker_id or "?")
         target = record.get("otlp_target")
-        if record.event in ("tracing.config", "tracing.startup") and isinstance(target, str) and target:
-            # Workers log the signal URL (<endpoint>/v1/traces): probe the endpoint they used.
-            targets.setdefault(target.rstrip("/").removesuffix("/v1/traces"), f"worker {record.worker_id or '?'}'s target")
+        if record.event == "tracing.disabled":
+            latest.pop(key, None)
+        elif record.event in ("tracing.config", "tracing.startup") and isinstance(target, str) and target:
+            latest[key] = target
+    for (_, worker), target in latest.items():
+        # Workers log the signal URL (<endpoint>/v1/traces): probe the endpoint they used.
+        targets.setdefault(target.rstrip("/").removesuffix("/v1/traces"), f"worker {worker}'s target")
     problems = []
     fine = []
     wrong_protocol = False
