@@ -184,6 +184,19 @@ def test_export_failures_become_json_lines_once_per_summary_interval(trace_store
     assert last["msg"] == "span export failed: boom x" and last["failures"] == 1
 
 
+def test_a_worker_stops_promptly_when_its_collector_speaks_grpc(grpc_like_port: int) -> None:
+    """The exporter retries a gRPC port until its own timeout; stopping must not wait for that."""
+    tracing = setup_tracing(enabled=True, endpoint=f"http://127.0.0.1:{grpc_like_port}", service_name="test", worker_id="w1")
+    assert tracing.collector_reachable is False
+    for _ in range(3):
+        with tracing.tracer.start_as_current_span("outbox.claim_batch"):
+            pass
+    time.sleep(0.5)  # the first export is under way, retrying
+    began = time.monotonic()
+    flushed = tracing.shutdown(flush_seconds=1.0)
+    assert not flushed and time.monotonic() - began < 4.0
+
+
 # ---- as a process: the startup lines say what is on -------------------------------------------------
 
 

@@ -265,7 +265,7 @@ class Relay:
         try:
             self.reconnect()
         except psycopg.Error as exc:
-            self.outage.failed("reconnect", exc)
+            self.outage.failed("reconnect", exc, attempt=False)
 
     def refresh_gauges(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -278,7 +278,7 @@ class Relay:
             # Postgres being unreachable is told by DbOutage; another failure here is logged
             # once per summary interval so that it cannot flood the log either.
             if isinstance(exc, psycopg.OperationalError) or self.store.conn.closed:
-                self.outage.failed("gauges", exc)
+                self.outage.failed("gauges", exc, attempt=False)
             elif now - self._gauge_error_at >= DB_SUMMARY_SECONDS:
                 self._gauge_error_at = now
                 self.log.warning("outbox.gauges_failed", f"could not read outbox gauges: {exc}", reason="db_error", error_type=type(exc).__name__)

@@ -24,7 +24,7 @@ import psycopg
 
 from drillui import http
 from drillui.errors import UsageError
-from drillui.faults.base import EngineSwitch
+from drillui.faults.base import EngineSwitch, PostgresSwitch
 from drillui.settings import DrillSettings
 from drillui.stack.stack import Endpoints, Stack, default_state_dir
 
@@ -40,6 +40,8 @@ class Infrastructure:
     environ: Mapping[str, str] | None = field(default=None, repr=False)
     """The environment drillui was started with (workers inherit what is not a worker setting);
     None: this process's, read once by `DrillSettings`."""
+    postgres: PostgresSwitch | None = None
+    """The relay in front of the stack's own Postgres (None: Postgres is not the stack's)."""
 
     def base_environment(self) -> Mapping[str, str]:
         return self.environ if self.environ is not None else DrillSettings.build().environ
@@ -88,7 +90,8 @@ def open_infrastructure(
     running = Stack.attach(folder)
     if running is not None:
         say(f"using the stack already running on {folder} (pid {running.pid})")
-        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}", env)
+        yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}", env,
+                             running.postgres_switch)
         return
     began = time.monotonic()
     say(f"starting the embedded stack in {folder}")
@@ -99,7 +102,7 @@ def open_infrastructure(
             say(f"{part.name}: {how}{' (' + part.detail + ')' if part.detail else ''}")
         say(f"stack ready in {time.monotonic() - began:.1f}s")
         mode = "embedded (started for this run)" if all(p.started for p in stack.parts) else "mixed (environment overrides)"
-        yield Infrastructure(stack.endpoints, stack.engine_switch, mode, env)
+        yield Infrastructure(stack.endpoints, stack.engine_switch, mode, env, stack.postgres_switch)
     finally:
         stack.stop()
         say("stack stopped")

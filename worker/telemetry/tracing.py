@@ -26,6 +26,9 @@ _EXPORT_DELAY_MS = 300
 EXPORT_FAILURE_SUMMARY_SECONDS: Final = 10.0
 
 
+SHUTDOWN_FLUSH_SECONDS: Final = 3.0
+
+
 @dataclass
 class Tracing:
     tracer: trace.Tracer
@@ -33,11 +36,23 @@ class Tracing:
     enabled: bool
     target: str | None
     collector_reachable: bool | None
+    exporter: SpanExporter | None = None
 
-    def shutdown(self) -> None:
-        if self.provider is not None:
-            self.provider.force_flush(timeout_millis=3000)
-            self.provider.shutdown()
+    def shutdown(self, flush_seconds: float = SHUTDOWN_FLUSH_SECONDS) -> bool:
+        """Export the spans still queued for at most `flush_seconds`, then stop; False when some
+        were given up. Bounded on purpose: the SDK's force_flush ignores its timeout, and the
+        exporter retries a collector that does not speak OTLP/HTTP (the gRPC port) for up to its
+        own timeout per batch, which would make a SIGTERM wait past the runner's patience."""
+        if self.provider is None:
+            return True
+        flush = threading.Thread(target=self.provider.force_flush, name="tracing-flush", daemon=True)
+        flush.start()
+        flush.join(flush_seconds)
+        flushed = not flush.is_alive()
+        if not flushed and self.exporter is not None:
+            self.exporter.shutdown()  # ends the exporter's waits between retries
+        self.provider.shutdown()
+        return flushed
 
 
 def traces_url(endpoint: str) -> str:
@@ -117,5 +132,5 @@ def setup_tracing(
         exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=5)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=_EXPORT_DELAY_MS))
     return Tracing(
-        provider.get_tracer("worker"), provider, True, traces_url(endpoint), collector_reachable(endpoint)
+        provider.get_tracer("worker"), provider, True, traces_url(endpoint), collector_reachable(endpoint), exporter
     )
