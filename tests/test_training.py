@@ -417,6 +417,13 @@ def _with(drill_id: str, **changes: Any) -> Drill:
         ("es_429", {"id": "x", "ask": "?", "kind": "id", "property": "favourite_colour"}, "no property 'favourite_colour'"),
         ("es_429", {"id": "x", "ask": "?", "kind": "yes_no", "property": "applied_twice"}, "asks for applied_twice"),
         ("es_429", {"id": "cause", "ask": "?", "kind": "failure_class"}, "two questions share an id"),
+        # Only a drill that compares a batch span with its children can show the batch that says ok.
+        ("es_429", {"id": "x", "ask": "?", "kind": "id", "property": "contradicting_batch"}, "asks for contradicting_batch"),
+        ("es_429", {"id": "x", "ask": "?", "kind": "yes_no", "property": "worker_reconnected"}, "asks for worker_reconnected"),
+        ("es_429", {"id": "x", "ask": "?", "kind": "yes_no", "property": "old_key_is_event_id"}, "asks for old_key_is_event_id"),
+        # Postgres away: no metric carries a reason, so there is no failure class to ask for.
+        ("pg_unavailable", {"id": "x", "ask": "?", "kind": "failure_class"}, "drill pg_unavailable: question x asks for the failure class"),
+        ("otlp_port_mismatch", {"id": "x", "ask": "?", "kind": "failure_class"}, "asks for the failure class"),
     ],
 )
 def test_the_catalog_check_refuses_what_the_evidence_cannot_answer(drill_id: str, q: dict[str, Any], fragment: str) -> None:
