@@ -338,7 +338,7 @@ def test_bulk_mode_failed_event_has_no_event_span(recorded: dict[str, RunState])
     assert grade(question("bulk_no_event_span", "span"), "yes", recorded["es_write_block_4xx"]).right
 
 
-def test_postgres_away_the_worker_that_lost_it_and_came_back(recorded: dict[str, RunState]) -> None:
+def test_postgres_away_the_worker_that_lost_it_and_came_back(recorded: dict[str, RunState], tmp_path: Path) -> None:
     state = recorded["pg_unavailable"]
     (down,) = log_fields(state, "db.unavailable")
     (back,) = log_fields(state, "db.recovered")
@@ -346,6 +346,14 @@ def test_postgres_away_the_worker_that_lost_it_and_came_back(recorded: dict[str,
     assert grade(question("pg_unavailable", "who"), down["worker_id"].split("@")[0], state).right
     assert grade(question("pg_unavailable", "back"), "yes", state).right
     assert not grade(question("pg_unavailable", "back"), "no", state).right
+    # While Postgres is still away the run cannot tell: the answer is recorded, not counted.
+    during = RunState(CATALOG.get("pg_unavailable"))
+    for ev in events(unpack(tmp_path, "pg_unavailable")):
+        if isinstance(ev, LogLinesSeen) and any('"db.recovered"' in line for line in ev.lines):
+            break
+        during.apply(ev)
+    g = grade(question("pg_unavailable", "back"), "no", during)
+    assert not g.counted and g.evidence.startswith("not yet:"), g
     assert grade(question("pg_unavailable", "lost"), "no", state).right
     assert [r["status"] for r in state.probes["trigger_rows"]] == ["done"] * 5
     # No outage in drill A's run: nobody lost Postgres, and nobody came back.

@@ -332,7 +332,7 @@ def _failed_event_has_span(state: RunState) -> tuple[bool, str]:
     return False, f"no outbox.process span recorded for the {len(failed)} failed event(s), asked by outbox_event_id"
 
 
-def _worker_reconnected(state: RunState) -> tuple[bool, str]:
+def _worker_reconnected(state: RunState) -> tuple[bool | None, str]:
     lost = _log_ids(state, "db.unavailable", "worker_id")
     back = _log_ids(state, "db.recovered", "worker_id")
     if not lost:
@@ -340,10 +340,14 @@ def _worker_reconnected(state: RunState) -> tuple[bool, str]:
     again = sorted(set(lost) & set(back))
     if again:
         return True, f"{', '.join(w.split('@')[0] for w in again)}: {back[again[0]]} (the process that lost it)"
-    return False, f"{len(lost)} worker(s) lost Postgres and none logged db.recovered"
+    if state.ended is None:
+        # Postgres may still be away, or the worker still backing off: only the end can say no.
+        return None, "Postgres has not come back for the worker yet: answer once it has (after the recovery)"
+    return False, f"{len(lost)} worker(s) lost Postgres and none logged db.recovered before the run ended"
 
 
-FACTS: Final[dict[str, tuple[str, Callable[[RunState], tuple[bool, str]]]]] = {
+FACTS: Final[dict[str, tuple[str, Callable[[RunState], tuple[bool | None, str]]]]] = {
+    # A fact is None while the run cannot tell yet: such an answer is recorded, never counted.
     "event_lost": ("Was any event lost?", _event_lost),
     "applied_twice": ("Was any event applied twice in effect?", _applied_twice),
     "version_label": ("Did a metric grow a projection_version label?", _version_label),
@@ -381,6 +385,8 @@ def grade(question: Question, value: str, state: RunState) -> Grade:
         answer = normalize(given)
         if answer not in ("yes", "no", "y", "n", "true", "false"):
             return Grade(question.id, given, False, "answer yes or no", counted=False)
+        if fact is None:
+            return Grade(question.id, given, False, f"not yet: {why}", counted=False)
         said = answer in ("yes", "y", "true")
         return Grade(question.id, given, said == fact, f"{'yes' if fact else 'no'}: {why}" if said == fact else
                      f"{'yes' if said else 'no'} is not what this run's evidence says")
