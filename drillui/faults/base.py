@@ -193,6 +193,10 @@ class BaseDriver:
     def recover(self, host: DrillHost) -> None:
         """After the revert, before the trigger events are waited on."""
 
+    def release(self) -> None:
+        """Free what `prepare` took (a listener, a thread), however the run ended: called once,
+        last, also when the fault was never armed."""
+
 
 def probe_engine(es_url: str, timeout: float = 1.0) -> tuple[bool, str]:
     """(reachable, what happened) for one real request to the engine's root."""

@@ -492,9 +492,7 @@ class OtlpMismatchDriver(BaseDriver):
         if live:
             host.say("restarting the workers on the stack's OTLP/HTTP endpoint, as the fix is")
             host.restart_workers({"OTEL_EXPORTER_OTLP_ENDPOINT": host.endpoints.otlp_endpoint})
-        if self.port is not None:
-            self.port.close()
-            self.port = None
+        self.release()
         if not live:
             host.probe("doctor_otlp_protocol", self.doctor)
             return FaultProof(False, "no worker runs with the wrong endpoint any more; the gRPC-like port is closed")
@@ -502,6 +500,11 @@ class OtlpMismatchDriver(BaseDriver):
         self.doctor.append("pass" if ok else "fail")
         host.probe("doctor_otlp_protocol", self.doctor)
         return FaultProof(not ok, redact_text(detail))
+
+    def release(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
 
 
 class StaleObsSchemaDriver(BaseDriver):

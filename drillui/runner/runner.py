@@ -730,7 +730,7 @@ class DrillRunner:
         if error is not None:
             self.say(f"ERROR: {error}")
         for step in (self._stop_workers, self._stop_side_threads, self._observers.stop, self._settle_rows,
-                     self._probe_gauges, self._collect_traces, self._check_clean):
+                     self._probe_gauges, self._collect_traces, self._check_clean, self.fault.release):
             problem = self._guarded(step)
             error = error or problem
         self._observers.close()
