@@ -49,6 +49,9 @@ class EngineUnreachable(_Model):
     """The search engine refuses connections (relay closed, container stopped, or a dead port)."""
 
     type: Literal["engine_unreachable"]
+    requeue_on_recover: bool = False
+    """Once the engine is back, list the run's failed rows as `drillui failed list` does and
+    requeue them as `drillui failed requeue` does (a fault that outlasted the attempts)."""
 
 
 class Es429(_Model):
@@ -106,8 +109,64 @@ class ProjectionVersion(_Model):
     versions: list[Literal[1, 2]] = [1, 2]
 
 
+class TracingDisabled(_Model):
+    """The workers start with tracing off (WORDLOOM_TRACING_ENABLED not 1), runbook 3.2.1; with
+    `engine_down`, the engine is unreachable meanwhile, so metrics and logs have a failure to show."""
+
+    type: Literal["tracing_disabled"]
+    engine_down: bool = True
+
+
+class OtlpMismatch(_Model):
+    """The workers export OTLP/HTTP to an endpoint that does not speak it (runbook 3.2.1):
+    `grpc_port`, a port that answers in HTTP/2 as the OTLP gRPC port (4317) does; `wrong_path`,
+    the receiver's URL with `/v1/traces` already in it, so the exporter posts to it twice."""
+
+    type: Literal["otlp_mismatch"]
+    mode: Literal["grpc_port", "wrong_path"] = "grpc_port"
+
+
+class StaleObsSchema(_Model):
+    """The workers speak the previous observability schema (OUTBOX_EXPERIMENT_OBS_SCHEMA), as a
+    worker built from old code does (runbook 3.1.3, manual-test/2 and /3)."""
+
+    type: Literal["stale_obs_schema"]
+    emits: Literal["labs-009-v1"] = "labs-009-v1"
+
+
+class BatchResultEarly(_Model):
+    """The batch span's result is written when the batch starts (OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY,
+    runbook manual-test/1), and `poison` documents of the batch fail: `result=ok` over ERROR children."""
+
+    type: Literal["batch_result_early"]
+    poison: int = Field(1, ge=1)
+
+
+class PostgresUnavailable(_Model):
+    """The workers' Postgres refuses connections (the stack's relay closed, open connections cut)
+    while the fault is armed; drillui's own probes use the direct address."""
+
+    type: Literal["postgres_unavailable"]
+
+
+class EngineSlow(_Model):
+    """The relay in front of the engine holds every request `latency` seconds, beyond the workers'
+    request timeout (`timeout`, their ES_TIMEOUT)."""
+
+    type: Literal["engine_slow"]
+    latency: float = Field(1.0, gt=0, le=60)
+    timeout: float = Field(0.5, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _beyond(self) -> EngineSlow:
+        if self.latency <= self.timeout:
+            raise ValueError(f"latency {self.latency:g}s must exceed the timeout {self.timeout:g}s, or nothing times out")
+        return self
+
+
 Fault = Annotated[
-    NoFault | EngineUnreachable | Es429 | WriteBlock | PoisonDocument | ClaimContention | KillHolder | DuplicateDelivery | ProjectionVersion,
+    NoFault | EngineUnreachable | Es429 | WriteBlock | PoisonDocument | ClaimContention | KillHolder | DuplicateDelivery
+    | ProjectionVersion | TracingDisabled | OtlpMismatch | StaleObsSchema | BatchResultEarly | PostgresUnavailable | EngineSlow,
     Field(discriminator="type"),
 ]
 
@@ -168,6 +227,15 @@ class MetricCheck(_Model):
     in the samples taken while the drill ran (for gauges such as the stuck count)."""
     promql: str | None = None
     """What a person would type in Prometheus to watch the same signal."""
+    quantile: float | None = Field(None, gt=0, le=1)
+    """The selector names a histogram family: compare this quantile of what it observed between
+    the before scrape and `at` (e.g. 0.95, Prometheus' histogram_quantile) instead of a change."""
+
+    @model_validator(mode="after")
+    def _quantile(self) -> MetricCheck:
+        if self.quantile is not None and self.over != "delta":
+            raise ValueError("a quantile is read from the observations between two scrapes: drop over: peak")
+        return self
 
     @field_validator("change")
     @classmethod
@@ -197,10 +265,21 @@ class MetricCheck(_Model):
         }[op]
 
 
+Operation = Literal["outbox.process", "projection.process_batch", "outbox.claim_batch", "outbox.reclaim"]
+
+
+class SpanMatch(_Model):
+    """A span of the same trace that a trace check's span must have as its child."""
+
+    operation: Operation
+    attributes: dict[str, str | int | bool] = {}
+    status: Literal["ERROR", "OK", "UNSET"] | None = None
+
+
 class TraceCheck(_Model):
     """A span that must be found with the backend's query API, by one of the two pivots."""
 
-    operation: Literal["outbox.process", "projection.process_batch", "outbox.claim_batch", "outbox.reclaim"]
+    operation: Operation
     by: Literal["outbox_event_id", "claim_batch_id", "entity_id", "obs_schema"]
     attributes: dict[str, str | int | bool] = {}
     """Attributes the matching span must carry (compared as strings)."""
@@ -209,6 +288,9 @@ class TraceCheck(_Model):
     """Which of the run's pivot values to query: all of them, or the first / last seen."""
     min_spans: int = Field(1, ge=0)
     max_spans: int | None = None
+    child: SpanMatch | None = None
+    """The span must have a direct child span like this (e.g. a batch span `result=ok` with an
+    ERROR event span under it: the two disagree)."""
 
 
 class LogCheck(_Model):
@@ -218,6 +300,8 @@ class LogCheck(_Model):
     fields: dict[str, str | int | bool] = {}
     require: list[str] = []
     """Fields that must be present (any value), e.g. attempt, trace_id."""
+    absent: list[str] = []
+    """Fields that must not be present, e.g. trace_id when tracing is off."""
     min_count: int = Field(1, ge=0)
     max_count: int | None = None
     joined_on_trace: bool = False
@@ -227,7 +311,8 @@ class LogCheck(_Model):
 class DbCheck(_Model):
     """A database probe recorded during the run."""
 
-    probe: Literal["trigger_status", "trigger_status_after", "chronicle_versions", "documents_latest"]
+    probe: Literal["trigger_status", "trigger_status_after", "chronicle_versions", "documents_latest", "failed_listed",
+                   "doctor_otlp_protocol"]
     expect: str | bool | list[Any]
 
 
@@ -406,7 +491,8 @@ def _where(data: Any, loc: tuple[Any, ...]) -> str:
 
 _FAULT_TAGS = {
     "none", "engine_unreachable", "es_429", "write_block", "poison_document", "claim_contention",
-    "kill_holder", "duplicate_delivery", "projection_version",
+    "kill_holder", "duplicate_delivery", "projection_version", "tracing_disabled", "otlp_mismatch", "stale_obs_schema",
+    "batch_result_early", "postgres_unavailable", "engine_slow",
 }
 
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -23,6 +24,7 @@ import pytest
 
 from drillui.stack.engine import EmbeddedEngine
 from drillui.stack.postgres import EmbeddedPostgres
+from drillui.stack.relay import TcpRelay
 from drillui.stack.tracestore import TraceStoreServer
 
 TEMPLATE_DB = "drillui_template"
@@ -119,11 +121,30 @@ def trace_store() -> Iterator[TraceStoreServer]:
     server.stop()
 
 
-@pytest.fixture
-def drill_infra(db_url: str, es_url: str, engine: EmbeddedEngine, trace_store: TraceStoreServer) -> Iterator[Any]:
-    """An Infrastructure for the drill runner on the session's servers and a fresh database."""
-    from drillui.runner.infra import Infrastructure
-    from drillui.stack.stack import Endpoints, LocalEngineSwitch
+@pytest.fixture(scope="session")
+def pg_relay(pg: EmbeddedPostgres) -> Iterator[TcpRelay]:
+    """A loopback relay in front of the session's Postgres, as the stack puts one (drills close it)."""
+    relay = TcpRelay(("127.0.0.1", pg.port), name="postgres")
+    relay.bind_first()
+    relay.start()
+    yield relay
+    relay.stop()
 
+
+@pytest.fixture
+def drill_infra(db_url: str, es_url: str, engine: EmbeddedEngine, trace_store: TraceStoreServer, pg: EmbeddedPostgres,
+                pg_relay: TcpRelay) -> Iterator[Any]:
+    """An Infrastructure for the drill runner on the session's servers and a fresh database: the
+    workers reach Postgres through the relay, the runner directly, as on the embedded stack."""
+    from drillui.runner.infra import Infrastructure
+    from drillui.stack.stack import Endpoints, LocalEngineSwitch, LocalPostgresSwitch
+
+    assert pg_relay.reachable, "a previous test left the Postgres relay closed"
     url = trace_store.url.rstrip("/")
-    yield Infrastructure(Endpoints(db_url, es_url, url, url), LocalEngineSwitch(engine), "test")
+    workers_db = pg.dsn(urlsplit(db_url).path.lstrip("/"), port=pg_relay.port)
+    yield Infrastructure(Endpoints(workers_db, es_url, url, url, db_url), LocalEngineSwitch(engine), "test",
+                         postgres=LocalPostgresSwitch(pg_relay))
+    if not pg_relay.reachable:
+        pg_relay.set_reachable(True)
+    if engine.latency:
+        engine.set_latency(0)

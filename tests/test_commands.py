@@ -54,6 +54,7 @@ def stack(tmp_path: Path) -> Iterator[Path]:
     proc.stdout.close()
 
 
+@pytest.mark.timeout(400)  # the whole catalog, on a machine shared with other test runs
 def test_run_all_from_a_fresh_folder_then_verify_export_list(stack: Path) -> None:
     proc = drillui(stack, "run", "--all", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -139,6 +140,24 @@ def test_clean_lifts_a_write_block_left_behind(drill_infra: Infrastructure, es_u
     with connect(drill_infra.endpoints.database_url) as conn:
         assert not find_dirt(drill_infra, conn)
     httpx.delete(f"{es_url}/{index}")
+
+
+def test_clean_opens_the_postgres_relay_and_drops_the_engine_latency_left_behind(drill_infra: Infrastructure, tmp_path: Path) -> None:
+    """What drills N and O leave if their process dies mid-fault: both are dirt, both are cleaned."""
+    engine, postgres = drill_infra.engine, drill_infra.postgres
+    assert engine is not None and postgres is not None
+    postgres.set_reachable(False)
+    engine.set_latency(2.0)  # type: ignore[attr-defined]
+    with connect(drill_infra.endpoints.database_direct_url) as conn:
+        dirt = [d.what for d in find_dirt(drill_infra, conn)]
+    assert "the relay in front of Postgres refuses the workers' connections" in dirt
+    assert "the engine's relay still holds every request 2s" in dirt
+    with pytest.raises(DirtyState):
+        DrillRunner(CATALOG.get("N"), drill_infra, RunOptions(snapshots=tmp_path)).run()
+    done = clean(drill_infra)
+    assert "opened the relay in front of Postgres again" in done and "set the engine's relay latency back to 0" in done
+    with connect(drill_infra.endpoints.database_url) as conn:  # the workers' address answers again
+        assert not find_dirt(drill_infra, conn)
 
 
 def test_prune_keeps_the_newest_and_never_an_unfinished_run(tmp_path: Path) -> None:

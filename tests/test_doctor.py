@@ -360,6 +360,13 @@ def test_otlp_endpoint_speaking_grpc_or_wrong_path_then_otlp_http(trace_store: T
         assert failed(from_log)
         assert f"worker w-grpc's target {grpc}" in from_log.detail
 
+        # The same worker restarted on the right endpoint: its latest start is what counts.
+        worker_log(log, worker_id="w-grpc", tracing=True, otlp=store)
+        fixed = one(inputs(endpoints=replace(nowhere(), otlp_endpoint=store), log_files=(log,)), "otlp.protocol")
+        assert fixed.status == "pass", fixed.detail
+        worker_log(log, worker_id="w-grpc", tracing=True, otlp=grpc)
+        assert failed(one(inputs(endpoints=replace(nowhere(), otlp_endpoint=store), log_files=(log,)), "otlp.protocol"))
+
     on_4317 = one(inputs(endpoints=replace(nowhere(), otlp_endpoint="http://127.0.0.1:4317")), "otlp.protocol")
     assert failed(on_4317)
     assert "port 4317 is OTLP gRPC" in on_4317.detail

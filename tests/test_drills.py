@@ -1,4 +1,4 @@
-"""Drills B-H end to end on the real embedded servers: each passes, and each fails without its fault.
+"""Drills B-P and Z end to end on the real embedded servers: each passes, and each fails without its fault.
 
 The failing twin is the proof that every drill's checks can fail: with the fault left out, the
 evidence the drill is about must be missing and the verdict must say so.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(ROOT / "scenarios.yaml")
 LETTERS = [d.letter for d in CATALOG.drills if d.letter != "A"]  # A has its own module
-FAULTED = [d.letter for d in CATALOG.drills if d.letter != "A" and not d.control]
+FAULTED = [letter for letter in LETTERS if not CATALOG.get(letter).control]  # a control has no fault to leave out
 
 # The checks that carry each drill's point: without the fault they must be among the failures.
 CORE_FAILURES = {
@@ -35,6 +35,23 @@ CORE_FAILURES = {
     "F": "metric:outbox_reclaimed_total",
     "G": 'metric:outbox_idempotent_noop_total{op="delete",reason="es_404"}',
     "H": "db:chronicle_versions",
+    "I": "log:tracing.disabled",
+    "J": "log:tracing.startup[enabled=true, collector_reachable=false]",
+    "K": "trace:outbox.process-by-obs_schema[wordloom.obs_schema=labs-009-v1, result=ok]",
+    "L": "trace:projection.process_batch-by-claim_batch_id[result=ok]>outbox.process[result=failed, reason=es_4xx, status=ERROR]",
+    "M": "trace:projection.process_batch-by-claim_batch_id[result=partial, failed_count=1, reason=es_4xx]",
+    "N": "log:db.unavailable[reason=db_error]",
+    "O": 'metric:p95:outbox_es_bulk_request_duration_seconds',
+    "P": 'metric:outbox_terminal_failed_total{reason="es_connect"}',
+}
+# What else each of them must miss without its fault (the drill's other half of the story).
+ALSO_FAILING = {
+    "I": {"log:outbox.retry_scheduled[reason=es_connect]", "trace:outbox.process-by-outbox_event_id"},
+    "J": {"log:tracing.export_failed", "db:doctor_otlp_protocol", "trace:outbox.process-by-outbox_event_id"},
+    "K": {"trace:outbox.process-by-outbox_event_id", "log:obs.schema[obs_schema=labs-009-v1]"},
+    "N": {"db:trigger_status_after", "log:db.recovered"},
+    "O": {'metric:outbox_retry_scheduled_total{reason="es_timeout"}'},
+    "P": {"db:failed_listed", "db:trigger_status_after"},
 }
 
 
@@ -62,6 +79,7 @@ def test_drill_fails_when_its_fault_is_left_out(letter: str, drill_infra: Infras
     assert not verdict.passed
     failed = {c.id for c in verdict.checks if not c.passed}
     assert CORE_FAILURES[letter] in failed, failed
+    assert ALSO_FAILING.get(letter, set()) <= failed, failed
 
 
 def test_the_control_drill_fails_when_something_is_wrong(drill_infra: Infrastructure, tmp_path: Path) -> None:
@@ -88,3 +106,16 @@ def test_a_fault_that_cannot_prove_it_is_armed_fails_loudly(drill_infra: Infrast
     assert not armed.passed and "contention needs two" in armed.observed
     assert any(e.message.startswith("FAULT NOT ARMED") for e in seen if isinstance(e, Said))
     assert not (Path(verdict.snapshot) / "_metrics" / "metrics-after.txt").exists()  # the clock never started
+
+
+@pytest.mark.parametrize("letter", ["N", "O"])
+def test_a_drill_the_infrastructure_cannot_do_is_refused_before_anything_is_recorded(letter: str, drill_infra: Infrastructure,
+                                                                                     tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from drillui.runner.runner import NotPossibleHere
+
+    bare = replace(drill_infra, engine=None, postgres=None, mode="docker (compose project drillui)")
+    with pytest.raises(NotPossibleHere, match="run it on the embedded stack"):
+        DrillRunner(CATALOG.get(letter), bare, RunOptions(snapshots=tmp_path)).run()
+    assert not list(tmp_path.iterdir()), "a refused run leaves no folder"

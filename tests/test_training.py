@@ -102,6 +102,13 @@ def spans(state: RunState, operation: str) -> list[Any]:
         # Two noop reasons in equal numbers: either names it.
         ("duplicate_delivery", ["es_404", "es_409"], ["es_connect", "lease_lost"]),
         ("control_nothing_wrong", ["nothing_wrong", "nothing is wrong", "none"], ["es_connect", "lease_lost"]),
+        # Tracing off is not the failure: the engine outage behind it is, and the metrics say so.
+        ("tracing_disabled", ["es_connect"], ["nothing_wrong", "es_timeout"]),
+        ("batch_result_early", ["es_4xx"], ["nothing_wrong", "es_5xx"]),
+        ("bulk_no_event_span", ["es_4xx"], ["nothing_wrong", "invalid_payload"]),
+        # A timed-out write may land later (an es_409 noop after the recovery): the timeouts dominate.
+        ("es_slow_timeout", ["es_timeout"], ["es_409", "es_connect"]),
+        ("attempts_exhausted", ["es_connect"], ["es_4xx", "nothing_wrong"]),
     ],
 )
 def test_failure_class_is_read_from_the_runs_metrics(recorded: dict[str, RunState], drill_id: str, right: list[str],
@@ -258,6 +265,116 @@ def test_a_row_gone_from_the_outbox_is_a_lost_event(tmp_path: Path) -> None:
     assert grade(q, "yes", state).right
 
 
+# ---- the observability drills: spans, trace ids, schemas, the batch that says ok --------------------------
+
+
+def test_tracing_off_and_a_wrong_otlp_port_tell_apart_by_the_trace_id(recorded: dict[str, RunState]) -> None:
+    """Tracing off: no span and no trace_id. A collector that is not one: no span, yet trace_ids."""
+    off, wrong = recorded["tracing_disabled"], recorded["otlp_port_mismatch"]
+    assert not [f for f in log_fields(off, "outbox.retry_scheduled") if "trace_id" in f]
+    assert all("trace_id" in f for f in log_fields(wrong, "outbox.processed"))
+    assert not spans(off, "outbox.process") and not spans(wrong, "outbox.process")
+    for drill_id, traced in (("tracing_disabled", False), ("otlp_port_mismatch", True)):
+        state = recorded[drill_id]
+        right, wrong_answer = ("yes", "no") if traced else ("no", "yes")
+        g = grade(question(drill_id, "traced"), right, state)
+        assert g.right and g.counted, g
+        assert not grade(question(drill_id, "traced"), wrong_answer, state).right
+        assert grade(question(drill_id, "spans"), "no", state).right
+        g = grade(question(drill_id, "spans"), "yes", state)
+        assert not g.right and "is not what this run's evidence says" in g.evidence
+    # The same fact on a run whose spans did arrive: yes.
+    assert grade(question("otlp_port_mismatch", "spans"), "yes", recorded["es_down_connect"]).right
+
+
+def test_the_stale_worker_and_what_its_old_key_holds(recorded: dict[str, RunState]) -> None:
+    state = recorded["stale_obs_schema"]
+    (start,) = [f for f in log_fields(state, "obs.schema")]
+    assert start["obs_schema"] == "labs-009-v1"
+    old = spans(state, "outbox.process")
+    assert old and all("wordloom.outbox_event_id" not in s.attributes for s in old)
+    entities = set(state.entity_ids.list())
+    assert {str(s.attributes["wordloom.outbox.id"]) for s in old} <= entities, "the old key holds the entity id"
+    q = question("stale_obs_schema", "stale")
+    assert grade(q, start["worker_id"], state).right
+    assert grade(q, start["worker_id"].split("@")[0], state).right
+    assert grade(question("stale_obs_schema", "oldkey"), "no", state).right
+    assert not grade(question("stale_obs_schema", "oldkey"), "yes", state).right
+    assert grade(question("stale_obs_schema", "spans"), "yes", state).right, "the spans are there, under other keys"
+    # A current worker is not stale: the same question on a run of drill A has no right worker.
+    a = recorded["es_down_connect"]
+    worker = log_fields(a, "obs.schema")[0]["worker_id"]
+    g = grade(q, worker, a)
+    assert not g.right and g.counted and "old observability schema" in g.evidence
+
+
+def test_the_batch_whose_span_says_ok_over_a_failed_child(recorded: dict[str, RunState]) -> None:
+    state = recorded["batch_result_early"]
+    batches = spans(state, "projection.process_batch")
+    failed_children = {s.parent_span_id for s in spans(state, "outbox.process") if s.status == "ERROR"}
+    liars = [str(b.attributes["wordloom.claim_batch_id"]) for b in batches
+             if b.attributes.get("result") == "ok" and b.span_id in failed_children]
+    assert len(liars) == 1
+    q = question("batch_result_early", "liar")
+    assert grade(q, liars[0], state).right
+    assert grade(q, liars[0][:8], state).right
+    event = log_fields(state, "outbox.failed")[0]["outbox_event_id"]
+    assert not grade(q, event, state).right, "an event id is not a batch id"
+    # Drill D's partial batch never says ok: no batch of that run has the property.
+    d = recorded["es_bulk_partial"]
+    partial = str(spans(d, "projection.process_batch")[0].attributes["wordloom.claim_batch_id"])
+    assert not grade(q, partial, d).right
+
+
+def test_bulk_mode_failed_event_has_no_event_span(recorded: dict[str, RunState]) -> None:
+    state = recorded["bulk_no_event_span"]
+    (batch_line,) = [f for f in log_fields(state, "projection.batch_processed") if f.get("result") == "partial"]
+    (failed,) = batch_line["failed_outbox_event_ids"]
+    assert grade(question("bulk_no_event_span", "failed"), failed, state).right
+    assert not spans(state, "outbox.process")
+    assert grade(question("bulk_no_event_span", "span"), "no", state).right
+    assert not grade(question("bulk_no_event_span", "span"), "yes", state).right
+    # In single-document mode the failed event has its span: drill C's run says yes.
+    assert grade(question("bulk_no_event_span", "span"), "yes", recorded["es_write_block_4xx"]).right
+
+
+def test_postgres_away_the_worker_that_lost_it_and_came_back(recorded: dict[str, RunState], tmp_path: Path) -> None:
+    state = recorded["pg_unavailable"]
+    (down,) = log_fields(state, "db.unavailable")
+    (back,) = log_fields(state, "db.recovered")
+    assert down["reason"] == "db_error" and back["worker_id"] == down["worker_id"]
+    assert grade(question("pg_unavailable", "who"), down["worker_id"].split("@")[0], state).right
+    assert grade(question("pg_unavailable", "back"), "yes", state).right
+    assert not grade(question("pg_unavailable", "back"), "no", state).right
+    # While Postgres is still away the run cannot tell: the answer is recorded, not counted.
+    during = RunState(CATALOG.get("pg_unavailable"))
+    for ev in events(unpack(tmp_path, "pg_unavailable")):
+        if isinstance(ev, LogLinesSeen) and any('"db.recovered"' in line for line in ev.lines):
+            break
+        during.apply(ev)
+    g = grade(question("pg_unavailable", "back"), "no", during)
+    assert not g.counted and g.evidence.startswith("not yet:"), g
+    assert grade(question("pg_unavailable", "lost"), "no", state).right
+    assert [r["status"] for r in state.probes["trigger_rows"]] == ["done"] * 5
+    # No outage in drill A's run: nobody lost Postgres, and nobody came back.
+    a = recorded["es_down_connect"]
+    assert not grade(question("pg_unavailable", "who"), log_fields(a, "obs.schema")[0]["worker_id"], a).right
+    assert grade(question("pg_unavailable", "back"), "no", a).right
+
+
+def test_a_timed_out_event_and_an_exhausted_one(recorded: dict[str, RunState]) -> None:
+    state = recorded["es_slow_timeout"]
+    timed_out = {f["outbox_event_id"] for f in log_fields(state, "outbox.retry_scheduled") if f["reason"] == "es_timeout"}
+    assert timed_out and grade(question("es_slow_timeout", "retried"), next(iter(timed_out)), state).right
+    state = recorded["attempts_exhausted"]
+    (last,) = log_fields(state, "outbox.failed")
+    assert last["reason"] == "es_connect" and last["attempt"] == 3
+    assert grade(question("attempts_exhausted", "failed"), last["outbox_event_id"], state).right
+    (row,) = state.probes["trigger_rows"]
+    assert row["status"] == "done" and state.probes["failed_listed"] is True, "listed, requeued, done"
+    assert grade(question("attempts_exhausted", "lost"), "no", state).right
+
+
 # ---- hints, score, times from the arming ------------------------------------------------------------
 
 
@@ -308,6 +425,13 @@ def _with(drill_id: str, **changes: Any) -> Drill:
         ("es_429", {"id": "x", "ask": "?", "kind": "id", "property": "favourite_colour"}, "no property 'favourite_colour'"),
         ("es_429", {"id": "x", "ask": "?", "kind": "yes_no", "property": "applied_twice"}, "asks for applied_twice"),
         ("es_429", {"id": "cause", "ask": "?", "kind": "failure_class"}, "two questions share an id"),
+        # Only a drill that compares a batch span with its children can show the batch that says ok.
+        ("es_429", {"id": "x", "ask": "?", "kind": "id", "property": "contradicting_batch"}, "asks for contradicting_batch"),
+        ("es_429", {"id": "x", "ask": "?", "kind": "yes_no", "property": "worker_reconnected"}, "asks for worker_reconnected"),
+        ("es_429", {"id": "x", "ask": "?", "kind": "yes_no", "property": "old_key_is_event_id"}, "asks for old_key_is_event_id"),
+        # Postgres away: no metric carries a reason, so there is no failure class to ask for.
+        ("pg_unavailable", {"id": "x", "ask": "?", "kind": "failure_class"}, "drill pg_unavailable: question x asks for the failure class"),
+        ("otlp_port_mismatch", {"id": "x", "ask": "?", "kind": "failure_class"}, "asks for the failure class"),
     ],
 )
 def test_the_catalog_check_refuses_what_the_evidence_cannot_answer(drill_id: str, q: dict[str, Any], fragment: str) -> None:

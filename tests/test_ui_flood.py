@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 from textual.pilot import Pilot
 
 from drillui.record.events import LogLinesSeen, RunStarted
@@ -79,3 +80,51 @@ async def test_fifty_thousand_lines_are_kept_shown_on_demand_filtered_whole_and_
         assert panel.table.current() is not None and panel.table.current().outbox_event_id == "event-012345"
         panel.set_filter("")
         await _until(pilot, lambda: panel.shown == LINES)
+
+
+async def test_span_cells_drawn_straight_look_exactly_as_datatable_draws_them() -> None:
+    """The traces table draws one-line cells itself (fast under a span flood): every styled
+    character must be what DataTable's own rendering gives, cursor row, cropping, wide
+    characters, right justification and mixed styles included."""
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from drillui.ui.widgets import traces
+
+    class Table(App[None]):
+        def compose(self) -> Any:
+            yield traces.SpanTable(id="t", cursor_type="row")
+
+        def on_mount(self) -> None:
+            t = self.query_one(DataTable)
+            for name, width in [("a", 6), ("b", 3), ("c", 8), ("d", 1)]:
+                t.add_column(name, key=name, width=width)
+            rows = [
+                [Text("└ projection.process_batch", style="bold"), Text("✗ error", style="bold red"),
+                 Text("12.3ms", justify="right"), Text("x")],
+                [Text("日本語テキスト", style="magenta"), Text(""), Text("1234567890123", justify="right", style="dim"), Text("yy")],
+                [Text.assemble(("ab", "red"), ("cdefgh", "blue")), Text("ok", style="green"), Text("  5 ", justify="right"), Text("")],
+            ]
+            for i, row in enumerate(rows):
+                t.add_row(*row, key=str(i))
+
+    async def shot() -> str:
+        app = Table()
+        async with app.run_test(size=(40, 6)) as pilot:
+            await pilot.press("down")
+            await pilot.pause(0.05)
+            width, height = app.size
+            console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                              color_system="truecolor", record=True)
+            console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
+            return console.export_text(styles=True)
+
+    fast = await shot()
+    own = traces.SpanTable._render_cell
+    try:
+        traces.SpanTable._render_cell = DataTable._render_cell  # type: ignore[method-assign]
+        reference = await shot()
+    finally:
+        traces.SpanTable._render_cell = own  # type: ignore[method-assign]
+    assert "└" in fast and "日本語" in fast
+    assert fast == reference

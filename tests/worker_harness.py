@@ -20,6 +20,7 @@ from worker.relay import Relay, bulk_recorder
 from worker.retry import RetryPolicy
 from worker.telemetry.logs import JsonLogger
 from worker.telemetry.metrics import WorkerMetrics
+from worker.telemetry.schema import CURRENT, SpanSchema
 from worker.telemetry.tracing import Tracing, setup_tracing
 
 
@@ -72,15 +73,18 @@ def make_relay(
     bulk_max_bytes: int = 10 * 1024 * 1024,
     process_sleep: float | None = None,
     pipeline: bool = True,
+    schema: SpanSchema = CURRENT,
+    batch_result_early: bool = False,
 ) -> Harness:
     conn = connect(db_url)
     ensure_schema(conn)
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, env="test", projection=projection)
     exporter = InMemorySpanExporter()
-    tracing = setup_tracing(enabled=True, endpoint="http://127.0.0.1:9", service_name="test", worker_id=worker_id, exporter=exporter)
+    tracing = setup_tracing(enabled=True, endpoint="http://127.0.0.1:9", service_name="test", worker_id=worker_id, exporter=exporter,
+                            obs_schema=schema.name)
     out = io.StringIO()
-    log = JsonLogger(service="test", worker_id=worker_id, env="test", stream=out)
+    log = JsonLogger(service="test", worker_id=worker_id, env="test", stream=out, obs_schema=schema.name)
     inj = injector or Es429Injector(None, None, frozenset({"upsert", "delete"}), None)
     proj: Any
     if projection == "chronicle":
@@ -105,5 +109,7 @@ def make_relay(
         break_claim_sleep=break_claim_sleep,
         process_sleep=process_sleep,
         pipeline=pipeline,
+        schema=schema,
+        batch_result_early=batch_result_early,
     )
     return Harness(relay, registry, exporter, tracing, out, conn)

@@ -26,11 +26,12 @@ from worker.retry import RetryPolicy
 from worker.settings import SettingsError, WorkerSettings, load_settings
 from worker.telemetry.logs import JsonLogger
 from worker.telemetry.metrics import WorkerMetrics
-from worker.telemetry.tracing import setup_tracing
+from worker.telemetry.schema import SpanSchema
+from worker.telemetry.tracing import log_export_failures, setup_tracing
 
 
 def _startup_lines(s: WorkerSettings, log: JsonLogger, tracing_target: str | None, reachable: bool | None) -> None:
-    log.info("obs.schema", f"Observability schema: {OBS_SCHEMA} (file={__file__})", obs_schema=OBS_SCHEMA)
+    log.info("obs.schema", f"Observability schema: {log.obs_schema} (file={__file__})", obs_schema=log.obs_schema)
     if s.tracing_enabled:
         log.info("tracing.config", f"tracing enabled: OTLP/HTTP -> {tracing_target}", otlp_target=tracing_target, service_name=s.OTEL_SERVICE_NAME)
     else:
@@ -62,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     s = settings
-    log = JsonLogger(service=s.OTEL_SERVICE_NAME, worker_id=s.OUTBOX_WORKER_ID, env=s.ENV)
+    schema = SpanSchema(s.OUTBOX_EXPERIMENT_OBS_SCHEMA or OBS_SCHEMA)
+    log = JsonLogger(service=s.OTEL_SERVICE_NAME, worker_id=s.OUTBOX_WORKER_ID, env=s.ENV, obs_schema=schema.name)
+    if s.tracing_enabled:
+        log_export_failures(log)
     tracing = setup_tracing(
-        enabled=s.tracing_enabled, endpoint=s.OTEL_EXPORTER_OTLP_ENDPOINT, service_name=s.OTEL_SERVICE_NAME, worker_id=s.OUTBOX_WORKER_ID
+        enabled=s.tracing_enabled, endpoint=s.OTEL_EXPORTER_OTLP_ENDPOINT, service_name=s.OTEL_SERVICE_NAME, worker_id=s.OUTBOX_WORKER_ID,
+        obs_schema=schema.name,
     )
     _startup_lines(s, log, tracing.target, tracing.collector_reachable)
 
@@ -104,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             ops=",".join(sorted(injector.ops)),
             seed=injector.seed,
         )
-    for knob, value in (("OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP", s.OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP), ("OUTBOX_EXPERIMENT_PROCESS_SLEEP", s.OUTBOX_EXPERIMENT_PROCESS_SLEEP)):
+    knobs: tuple[tuple[str, object], ...] = (
+        ("OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP", s.OUTBOX_EXPERIMENT_BREAK_CLAIM_SLEEP),
+        ("OUTBOX_EXPERIMENT_PROCESS_SLEEP", s.OUTBOX_EXPERIMENT_PROCESS_SLEEP),
+        ("OUTBOX_EXPERIMENT_OBS_SCHEMA", s.OUTBOX_EXPERIMENT_OBS_SCHEMA),
+        ("OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY", s.OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY or None),
+    )
+    for knob, value in knobs:
         if value is not None:
             log.warning("faults.knob", f"fault knob {knob}={value} is on", knob=knob, value=value)
 
@@ -145,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         process_sleep=s.OUTBOX_EXPERIMENT_PROCESS_SLEEP,
         stop=stop,
         reconnect=reconnect,
+        schema=schema,
+        batch_result_early=s.OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY,
     )
     log.info(
         "worker.started",

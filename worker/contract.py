@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Final, Literal, get_args
 
 OBS_SCHEMA: Final = "labs-009-v2"
+PREVIOUS_OBS_SCHEMA: Final = "labs-009-v1"
+"""The schema before the fixes of runbook 3.1.2, emitted only by the stale-schema fault knob."""
 DEFAULT_SERVICE_NAME: Final = "wordloom-search-outbox-worker"
 
 Projection = Literal["search_index_to_elastic", "chronicle"]
@@ -53,3 +55,8 @@ ATTR_ENTITY_ID: Final = "wordloom.entity_id"
 ATTR_WORKER_ID: Final = "wordloom.worker_id"
 ATTR_OBS_SCHEMA: Final = "wordloom.obs_schema"
 ATTR_429_PREFIX: Final = "wordloom.labs.es_429."
+
+# The previous schema's keys (runbook 3.1.3, manual-test/2 and /3): `wordloom.outbox.id` held the
+# entity id, so a search by a real outbox row id found nothing. Never emitted by a current worker.
+ATTR_OLD_OUTBOX_ID: Final = "wordloom.outbox.id"
+ATTR_OLD_ENTITY_ID: Final = "wordloom.entity.id"

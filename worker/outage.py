@@ -43,12 +43,17 @@ class DbOutage:
     def down(self) -> bool:
         return self.failures > 0
 
-    def failed(self, what: str, exc: BaseException) -> None:
+    def failed(self, what: str, exc: BaseException, *, attempt: bool = True) -> None:
+        """A statement failed. `attempt`: it was a claim, one step of the backoff; a reconnect or
+        a gauge reading failing in the same round is not another step (it used to triple the
+        backoff's pace, so a worker came back up to 5 s after a 3 s outage ended)."""
         now = time.monotonic()
         error = " ".join(str(exc).split())[:300]
         self._last_error = error
-        self.failures += 1
-        if self.failures == 1:
+        was_down = self.failures > 0
+        if attempt or not was_down:
+            self.failures += 1
+        if not was_down:
             self.since = self._summary_at = now
             self.log.error(
                 "db.unavailable",

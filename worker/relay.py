@@ -76,6 +76,7 @@ from worker.retry import RetryPolicy
 from worker.settings import DEFAULT_TOMBSTONE_SECONDS
 from worker.telemetry.logs import JsonLogger
 from worker.telemetry.metrics import WorkerMetrics
+from worker.telemetry.schema import CURRENT, SpanSchema
 
 GAUGE_REFRESH_SECONDS: Final = 1.0
 WINDOW_MARGIN_SECONDS: Final = 1.0
@@ -155,6 +156,8 @@ class Relay:
         stop: threading.Event | None = None,
         reconnect: Callable[[], None] | None = None,
         pipeline: bool = True,
+        schema: SpanSchema = CURRENT,
+        batch_result_early: bool = False,
     ) -> None:
         self.store = store
         self.projection = projection
@@ -172,6 +175,8 @@ class Relay:
         self.stop = stop or threading.Event()
         self.reconnect = reconnect
         self.pipeline = pipeline
+        self.schema = schema
+        self.batch_result_early = batch_result_early
         self.outage = DbOutage(log, projection.name, poll_interval)
         self._gauges_at = 0.0
         self._gauge_error_at = -DB_SUMMARY_SECONDS
@@ -260,7 +265,7 @@ class Relay:
         try:
             self.reconnect()
         except psycopg.Error as exc:
-            self.outage.failed("reconnect", exc)
+            self.outage.failed("reconnect", exc, attempt=False)
 
     def refresh_gauges(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -273,7 +278,7 @@ class Relay:
             # Postgres being unreachable is told by DbOutage; another failure here is logged
             # once per summary interval so that it cannot flood the log either.
             if isinstance(exc, psycopg.OperationalError) or self.store.conn.closed:
-                self.outage.failed("gauges", exc)
+                self.outage.failed("gauges", exc, attempt=False)
             elif now - self._gauge_error_at >= DB_SUMMARY_SECONDS:
                 self._gauge_error_at = now
                 self.log.warning("outbox.gauges_failed", f"could not read outbox gauges: {exc}", reason="db_error", error_type=type(exc).__name__)
@@ -293,12 +298,12 @@ class Relay:
     def claim(self) -> Claim:
         with self.tracer.start_as_current_span(SPAN_CLAIM) as span:
             span.set_attributes(
-                {
+                self.schema.attributes({
                     "projection": self.projection.name,
                     "batch_size": self.batch_size,
                     ATTR_WORKER_ID: self.worker_id,
                     ATTR_OBS_SCHEMA: OBS_SCHEMA,
-                }
+                })
             )
             started = time.perf_counter()
             if self.break_claim_sleep is not None:
@@ -306,8 +311,7 @@ class Relay:
             else:
                 claim = self.store.claim(self.batch_size, self.lease_seconds)
             self.metrics.observe_claim(time.perf_counter() - started)
-            span.set_attribute(ATTR_CLAIM_BATCH_ID, str(claim.claim_batch_id))
-            span.set_attribute("claimed_count", len(claim.rows))
+            span.set_attributes(self.schema.attributes({ATTR_CLAIM_BATCH_ID: str(claim.claim_batch_id), "claimed_count": len(claim.rows)}))
             if claim.rows:
                 self._hold(claim.claim_batch_id, len(claim.rows))
                 self.log.info(
@@ -338,13 +342,13 @@ class Relay:
         rows = claim.reclaimed
         with self.tracer.start_as_current_span(SPAN_RECLAIM) as span:
             span.set_attributes(
-                {
+                self.schema.attributes({
                     "projection": self.projection.name,
                     "reclaimed_count": len(rows),
                     ATTR_WORKER_ID: self.worker_id,
                     ATTR_CLAIM_BATCH_ID: str(claim.claim_batch_id),
                     ATTR_OBS_SCHEMA: OBS_SCHEMA,
-                }
+                })
             )
             self.metrics.count_reclaimed(len(rows))
             by_owner: dict[str, list[OutboxRow]] = {}
@@ -407,7 +411,7 @@ class Relay:
         ops = {r.op for r in rows}
         span = self.tracer.start_span(SPAN_BATCH)
         span.set_attributes(
-            {
+            self.schema.attributes({
                 ATTR_CLAIM_BATCH_ID: str(claim.claim_batch_id),
                 "projection": self.projection.name,
                 "op": ops.pop() if len(ops) == 1 else "mixed",
@@ -415,8 +419,12 @@ class Relay:
                 "attempt": max(r.attempts for r in rows),
                 ATTR_WORKER_ID: self.worker_id,
                 ATTR_OBS_SCHEMA: OBS_SCHEMA,
-            }
+            })
         )
+        if self.batch_result_early:
+            # OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY, the bug of runbook manual-test/1 on purpose:
+            # the result is decided before any row was sent, and `_end_span` leaves it alone.
+            span.set_attributes({"result": "ok", "ok_count": len(rows), "retry_count": 0, "failed_count": 0, "noop_count": 0})
         return span
 
     def _begin(self, claim: Claim) -> _Batch:
@@ -472,23 +480,9 @@ class Relay:
         # batch is an ERROR span (runbook manual-test/1).
         span, claim = batch.span, batch.claim
         result, reason, counts = aggregate(settled)
-        span.set_attributes(
-            {
-                "result": result,
-                "ok_count": counts["ok"],
-                "retry_count": counts["retry"],
-                "failed_count": counts["failed"],
-                "noop_count": counts["noop"] + counts["owner_mismatch"],
-                "owner_mismatch_count": counts["owner_mismatch"],
-                "released_count": counts["released"],
-                "success_count": counts["ok"] + counts["noop"],
-                "failure_count": counts["failed"] + counts["retry"],
-            }
-        )
-        if reason:
-            span.set_attribute("reason", reason)
-        if result == "failed":
-            span.set_status(Status(StatusCode.ERROR, f"batch failed: {reason}"))
+        if not self.batch_result_early:
+            self._write_result(span, result, reason, counts)
+        # else: the knob's bug, on purpose: the result written when the batch started stays.
         self.metrics.observe_process(time.perf_counter() - batch.started)
         self._hold(claim.claim_batch_id, 0)
         if self.projection.batched and settled:
@@ -508,6 +502,26 @@ class Relay:
                     failed_entity_ids=[s.row.entity_text for s in bad] or None,
                 )
         span.end()
+
+    @staticmethod
+    def _write_result(span: Span, result: str, reason: str | None, counts: Counter[str]) -> None:
+        span.set_attributes(
+            {
+                "result": result,
+                "ok_count": counts["ok"],
+                "retry_count": counts["retry"],
+                "failed_count": counts["failed"],
+                "noop_count": counts["noop"] + counts["owner_mismatch"],
+                "owner_mismatch_count": counts["owner_mismatch"],
+                "released_count": counts["released"],
+                "success_count": counts["ok"] + counts["noop"],
+                "failure_count": counts["failed"] + counts["retry"],
+            }
+        )
+        if reason:
+            span.set_attribute("reason", reason)
+        if result == "failed":
+            span.set_status(Status(StatusCode.ERROR, f"batch failed: {reason}"))
 
     def _release(self, batch: uuid.UUID, rows: Sequence[OutboxRow], why: str) -> list[Settled]:
         """Give rows back unattempted; a row we no longer own counts as an owner mismatch."""
@@ -574,7 +588,7 @@ class Relay:
     def _process_one(self, batch: uuid.UUID, row: OutboxRow, deadline: float) -> Settled | None:
         with self.tracer.start_as_current_span(SPAN_EVENT) as span:
             span.set_attributes(
-                {
+                self.schema.attributes({
                     ATTR_OUTBOX_EVENT_ID: row.id_text,
                     ATTR_ENTITY_ID: row.entity_text,
                     ATTR_CLAIM_BATCH_ID: str(batch),
@@ -583,7 +597,7 @@ class Relay:
                     "attempt": row.attempts,
                     ATTR_OBS_SCHEMA: OBS_SCHEMA,
                     **self.projection.event_attributes(row),
-                }
+                })
             )
             if row.correlation_id:
                 span.set_attribute("correlation_id", row.correlation_id)

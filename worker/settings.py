@@ -11,7 +11,7 @@ import re
 import socket
 import uuid
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -120,6 +120,12 @@ class WorkerSettings(BaseSettings):
     """Fault knob: non-atomic claim (select, sleep this long, update) to cause contention."""
     OUTBOX_EXPERIMENT_PROCESS_SLEEP: float | None = Field(None, ge=0, le=3600)
     """Fault knob: sleep this long after claiming, before processing (stuck leases)."""
+    OUTBOX_EXPERIMENT_OBS_SCHEMA: Literal["labs-009-v1", "labs-009-v2"] | None = None
+    """Fault knob: speak this observability schema; labs-009-v1 is a stale build's (old span keys:
+    `wordloom.outbox.id` holds the entity id, no `wordloom.outbox_event_id` / `wordloom.claim_batch_id`)."""
+    OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY: bool = False
+    """Fault knob: write the batch span's result when the batch starts, never from its outcome
+    (runbook manual-test/1: `result=ok` on a batch whose child span is ERROR)."""
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -30,6 +30,8 @@ from drillui.sources.metrics import MetricsSnapshot
 from drillui.sources.traces import Span, TraceQueryError
 from worker.contract import (
     ATTR_OBS_SCHEMA,
+    ATTR_OLD_ENTITY_ID,
+    ATTR_OLD_OUTBOX_ID,
     ATTR_WORKER_ID,
     OBS_SCHEMA,
     SPAN_BATCH,
@@ -42,7 +44,7 @@ OTLP_GRPC_PORT: Final = 4317
 OTLP_HTTP_PORT: Final = 4318
 _WORKER_SPANS: Final = frozenset({SPAN_CLAIM, SPAN_BATCH, SPAN_EVENT, SPAN_RECLAIM})
 # Attribute keys of the schema before labs-009-v2 (runbook 3.1.3, manual-test/3).
-_OLD_SPAN_KEYS: Final = ("wordloom.outbox.id", "wordloom.entity.id")
+_OLD_SPAN_KEYS: Final = (ATTR_OLD_OUTBOX_ID, ATTR_OLD_ENTITY_ID)
 _SCHEMA_LINE: Final = re.compile(r"Observability schema: (?P<schema>\S+)")
 _TRUE: Final = frozenset({"1", "true", "yes", "on", "t", "y"})
 
@@ -75,11 +77,18 @@ def check_otlp_protocol(ctx: DoctorContext) -> DoctorCheck:
     """The OTLP endpoint speaks OTLP/HTTP (the worker's exporter), not gRPC, at `/v1/traces`."""
     name = "otlp.protocol"
     targets = {ctx.inputs.endpoints.otlp_endpoint.rstrip("/"): "the stack's OTLP endpoint"}
+    # A worker restarted with a fixed endpoint appends to the same log: its latest start counts.
+    latest: dict[tuple[str, str], str] = {}
     for record in ctx.records:
+        key = (record.source, record.worker_id or "?")
         target = record.get("otlp_target")
-        if record.event in ("tracing.config", "tracing.startup") and isinstance(target, str) and target:
-            # Workers log the signal URL (<endpoint>/v1/traces): probe the endpoint they used.
-            targets.setdefault(target.rstrip("/").removesuffix("/v1/traces"), f"worker {record.worker_id or '?'}'s target")
+        if record.event == "tracing.disabled":
+            latest.pop(key, None)
+        elif record.event in ("tracing.config", "tracing.startup") and isinstance(target, str) and target:
+            latest[key] = target
+    for (_, worker), target in latest.items():
+        # Workers log the signal URL (<endpoint>/v1/traces): probe the endpoint they used.
+        targets.setdefault(target.rstrip("/").removesuffix("/v1/traces"), f"worker {worker}'s target")
     problems = []
     fine = []
     wrong_protocol = False

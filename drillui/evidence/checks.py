@@ -18,12 +18,12 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
-from drillui.evidence.rules import PIVOT_ATTRIBUTES, as_text, pivot_values, span_matches, trace_check_name
+from drillui.evidence.rules import PIVOT_ATTRIBUTES, as_text, pivot_values, span_matches, span_text, trace_check_name
 from drillui.evidence.state import RunState
 from drillui.scenarios import DbCheck, Drill, LogCheck, MetricCheck, PromqlCheck, TraceCheck
-from drillui.sources.metrics import MetricsSnapshot, delta, histogram_mean
+from drillui.sources.metrics import MetricsSnapshot, delta, histogram_mean, histogram_quantile, parse_selector
 from drillui.sources.prometheus import Series
 
 Kind = Literal["fault", "metric", "promql", "trace", "log", "db", "clean"]
@@ -112,6 +112,8 @@ def _metric(mc: MetricCheck, state: RunState, final: bool) -> Evaluation:
     query = mc.promql or mc.selector
     m = state.metrics
     flat = mc.compare(0.0)
+    if mc.quantile is not None:
+        return _quantile(mc, state, final)
     if mc.over == "peak":
         cid, desc = f"metric:peak:{mc.selector}", f"peak of {mc.selector} while the drill ran {mc.change}"
         peak = m.peaks.get(mc.selector)
@@ -188,6 +190,33 @@ def _promql(pc: PromqlCheck, state: RunState, final: bool) -> Evaluation:
     return out(f"every point {pc.condition} (max {top[1]:.4g}); {span}", True, ev.wall)
 
 
+def _quantile(mc: MetricCheck, state: RunState, final: bool) -> Evaluation:
+    """A quantile of what a histogram observed since the before scrape, the highest of any worker."""
+    assert mc.quantile is not None
+    q = mc.quantile
+    name = f"p{q * 100:g}"
+    query = mc.promql or f"histogram_quantile({q:g}, sum by (le) (rate({mc.selector}_bucket[1m])))"
+    cid, desc = f"metric:{name}:{mc.selector}", f"{name} of {mc.selector} during the drill {mc.change} s"
+    if mc.at == "recovered":
+        desc += " (until recovery)"
+    m = state.metrics
+    after = m.phase(mc.at) or ({} if final else dict(m.latest))
+    if not after:
+        return Evaluation(cid, "metric", desc, mc.change, "no scrape recorded" if final else "no scrape yet", query,
+                          False if final else None)
+    sel = parse_selector(mc.selector)
+    labels = {matcher.label: matcher.value for matcher in sel.matchers if matcher.op == "="}
+    values = {worker: histogram_quantile(q, snap, sel.name, labels, since=m.baseline(worker)) for worker, snap in after.items()}
+    seen = {w: v for w, v in values.items() if v is not None}
+    when = max(s.taken_at for s in after.values())
+    if not seen:
+        return Evaluation(cid, "metric", desc, mc.change, "no observations since the before scrape", query,
+                          False if final else None, at=when)
+    worker, top = max(seen.items(), key=lambda item: item[1])
+    observed = f"{top:.3g} s" + (f" (on {worker})" if len(after) > 1 else "")
+    return Evaluation(cid, "metric", desc, mc.change, observed, query, mc.compare(top), at=when)
+
+
 def _labels(label: str, state: RunState, final: bool) -> Evaluation:
     m = state.metrics
     scrapes = {**m.phase("after"), **m.phase("recovered")} if final else dict(m.latest)
@@ -198,6 +227,13 @@ def _labels(label: str, state: RunState, final: bool) -> Evaluation:
     carrying = sorted({s.name for snap in scrapes.values() for s in snap.samples if label in s.labels})
     observed = ", ".join(carrying) or f"none in {len(scrapes)} scrape(s)"
     return Evaluation(f"labels:{label}", "metric", desc, "none", observed, label, not carrying, True)
+
+
+def _has_child(span: Any, tc: TraceCheck, state: RunState) -> bool:
+    if tc.child is None:
+        return True
+    return any(s.parent_span_id == span.span_id and span_matches(s, tc.child)
+               for s in state.spans.by_trace.get(span.trace_id, {}).values())
 
 
 def trace_spans(tc: TraceCheck, state: RunState) -> tuple[list[str], list[Any], set[str]]:
@@ -213,7 +249,10 @@ def trace_spans(tc: TraceCheck, state: RunState) -> tuple[list[str], list[Any], 
 
 def trace_check_id(tc: TraceCheck) -> str:
     attrs = ", ".join(f"{k}={as_text(v)}" for k, v in tc.attributes.items())
-    return f"trace:{trace_check_name(tc)}" + (f"[{attrs}]" if attrs else "")
+    cid = f"trace:{trace_check_name(tc)}" + (f"[{attrs}]" if attrs else "")
+    if tc.child is not None:
+        cid += f">{tc.child.operation}" + (f"[{span_text(tc.child)}]" if span_text(tc.child) else "")
+    return cid
 
 
 def trace_query_text(tc: TraceCheck, value: str | None) -> str:
@@ -224,14 +263,17 @@ def _trace(tc: TraceCheck, state: RunState, final: bool) -> tuple[Evaluation, se
     attrs = ", ".join(f"{k}={as_text(v)}" for k, v in tc.attributes.items())
     which = {"all": "", "first": " (first)", "last": " (last)"}[tc.which]
     if tc.max_spans == 0:
-        desc = f"no span {tc.operation} for the {tc.by}{which}: the trace is incomplete"
+        desc = f"no span {tc.operation} found by {tc.by}{which}"
     else:
         desc = f"span {tc.operation} found by {tc.by}{which}" + (f" with {attrs}" if attrs else "")
+    if tc.child is not None:
+        wanted = span_text(tc.child)
+        desc += f", over a child {tc.child.operation}" + (f" with {wanted}" if wanted else "")
     cid = trace_check_id(tc)
     expected = f">= {tc.min_spans} span(s)" + (f", <= {tc.max_spans}" if tc.max_spans is not None else "")
     values, spans, trace_ids = trace_spans(tc, state)
     query = trace_query_text(tc, values[0] if values else None)
-    matching = sorted((s for s in spans if span_matches(s, tc)), key=lambda s: s.start_unix_nano)
+    matching = sorted((s for s in spans if span_matches(s, tc) and _has_child(s, tc, state)), key=lambda s: s.start_unix_nano)
     n = len(matching)
     observed = f"{n} matching of {len(spans)} span(s) in {len(trace_ids)} trace(s)"
     if matching:
@@ -250,6 +292,8 @@ def _log(lc: LogCheck, index: int, state: RunState, found: set[str], final: bool
     desc = f"log event {lc.event}" + (f" with {fields}" if fields else "")
     if lc.require:
         desc += f", carrying {', '.join(lc.require)}"
+    if lc.absent:
+        desc += f", without {', '.join(lc.absent)}"
     if lc.joined_on_trace:
         desc += ", joined to a found trace on trace_id"
     tally = state.log_tallies[index] if index < len(state.log_tallies) else None
@@ -282,8 +326,14 @@ def _probe_ok(dc: DbCheck, got: Any) -> bool:
     return bool(got == dc.expect)
 
 
+PROBE_DESCRIPTIONS: Final[dict[str, str]] = {
+    "failed_listed": "the run's failed rows listed by `drillui failed list` before the requeue",
+    "doctor_otlp_protocol": "`drillui doctor` check otlp.protocol with the fault armed, then after",
+}
+
+
 def _db(dc: DbCheck, state: RunState, final: bool) -> Evaluation:
-    cid, desc = f"db:{dc.probe}", f"database probe {dc.probe}"
+    cid, desc = f"db:{dc.probe}", PROBE_DESCRIPTIONS.get(dc.probe, f"database probe {dc.probe}")
     expected = json.dumps(dc.expect)
     if dc.probe in state.probes:
         got = state.probes[dc.probe]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from drillui.scenarios import LogCheck, TraceCheck
+from drillui.scenarios import LogCheck, SpanMatch, TraceCheck
 from drillui.sources.logs import LogRecord
 from drillui.sources.traces import Span
 
@@ -32,7 +32,7 @@ def as_text(v: Any) -> str:
     return str(v)
 
 
-def span_matches(span: Span, check: TraceCheck) -> bool:
+def span_matches(span: Span, check: TraceCheck | SpanMatch) -> bool:
     if span.operation != check.operation:
         return False
     for key, want in check.attributes.items():
@@ -40,6 +40,14 @@ def span_matches(span: Span, check: TraceCheck) -> bool:
         if got is None or as_text(got) != as_text(want):
             return False
     return check.status is None or span.status == check.status
+
+
+def span_text(check: TraceCheck | SpanMatch) -> str:
+    """`result=ok, status=ERROR`: what a check asks of a span, for its id and description."""
+    parts = [f"{k}={as_text(v)}" for k, v in check.attributes.items()]
+    if check.status is not None and isinstance(check, SpanMatch):
+        parts.append(f"status={check.status}")
+    return ", ".join(parts)
 
 
 def log_matches(check: LogCheck, fields: Mapping[str, Any]) -> bool:
@@ -50,7 +58,8 @@ def log_matches(check: LogCheck, fields: Mapping[str, Any]) -> bool:
 
 
 def log_complete(check: LogCheck, record: LogRecord) -> bool:
-    return all(k in record.fields for k in check.require)
+    fields = record.fields
+    return all(k in fields for k in check.require) and not any(k in fields for k in check.absent)
 
 
 def trace_check_name(check: TraceCheck) -> str:

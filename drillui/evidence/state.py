@@ -306,6 +306,8 @@ class RunState:
         self.outbox_event_ids = OrderedIds()
         self.entity_ids = OrderedIds()
         self.claim_batch_ids = OrderedIds()
+        self.obs_schemas = OrderedIds(limit=16)
+        """The observability schemas the run's workers said at start (`obs.schema` lines)."""
         self.trigger_ops: dict[str, str] = {}
         self.triggered_at: float | None = None
         self._links: deque[tuple[frozenset[str], str | None, str | None]] = deque(maxlen=MAX_LINKS)
@@ -381,7 +383,8 @@ class RunState:
         if by == "obs_schema":
             from worker.contract import OBS_SCHEMA
 
-            return [OBS_SCHEMA] if self.armed_at is not None else []
+            # The schemas the workers said they speak: a stale worker's spans are found by its own.
+            return (self.obs_schemas.list() or [OBS_SCHEMA]) if self.armed_at is not None else []
         return []
 
     def since_armed(self, wall: float | None) -> float | None:
@@ -543,6 +546,8 @@ class RunState:
             self.logs.append(ev.worker, rec.line_no, line)
             if rec.is_raw:
                 continue
+            if rec.event == "obs.schema" and rec.obs_schema:
+                self.obs_schemas.add(rec.obs_schema)
             carried = rec.fields.get("outbox_event_ids")
             events = frozenset(str(e) for e in carried) if isinstance(carried, list) else frozenset()
             if rec.outbox_event_id:

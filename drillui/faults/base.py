@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 import psycopg
 
 from drillui import http
+
+if TYPE_CHECKING:
+    from drillui.stack.stack import Endpoints
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,27 @@ class FaultProof:
 
 class EngineSwitch(Protocol):
     """Makes the search engine unreachable and reachable again (embedded relay, docker, ...)."""
+
+    @property
+    def managed(self) -> bool: ...
+
+    def set_reachable(self, reachable: bool) -> None: ...
+
+    def reachable(self) -> bool: ...
+
+
+@runtime_checkable
+class LatencySwitch(Protocol):
+    """An engine switch that can also slow the engine down (the embedded stack's relay)."""
+
+    def set_latency(self, seconds: float) -> None: ...
+
+    def latency(self) -> float: ...
+
+
+class PostgresSwitch(Protocol):
+    """Makes the workers' Postgres refuse connections and accept them again (the stack's relay);
+    drillui's own direct connection is never cut."""
 
     @property
     def managed(self) -> bool: ...
@@ -87,6 +111,14 @@ class DrillHost(Protocol):
     @property
     def engine(self) -> EngineSwitch | None: ...
 
+    @property
+    def postgres(self) -> PostgresSwitch | None: ...
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """Where the infrastructure answers: the workers' addresses, and drillui's direct one."""
+        ...
+
     def db(self) -> psycopg.Connection[Any]: ...
 
     def say(self, message: str) -> None: ...
@@ -132,6 +164,14 @@ class BaseDriver:
 
     name = "base"
 
+    def unsupported(self, host: DrillHost) -> str | None:
+        """Why this fault cannot be made on this infrastructure (one line), or None. Asked
+        before anything of the run is recorded: such a run is refused, not failed."""
+        return None
+
+    def prepare(self, host: DrillHost) -> None:
+        """Before the workers start (what their environment needs must exist by then)."""
+
     def worker_env(self, worker_index: int) -> dict[str, str]:
         return {}
 
@@ -152,6 +192,10 @@ class BaseDriver:
 
     def recover(self, host: DrillHost) -> None:
         """After the revert, before the trigger events are waited on."""
+
+    def release(self) -> None:
+        """Free what `prepare` took (a listener, a thread), however the run ended: called once,
+        last, also when the fault was never armed."""
 
 
 def probe_engine(es_url: str, timeout: float = 1.0) -> tuple[bool, str]:

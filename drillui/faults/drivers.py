@@ -11,22 +11,33 @@ import time
 import uuid
 from typing import Any
 
+import psycopg
+
 from drillui import http
 from drillui.errors import UsageError
-from drillui.faults.base import BaseDriver, DrillHost, FaultProof, probe_engine
+from drillui.faults.base import BaseDriver, DrillHost, FaultProof, LatencySwitch, probe_engine
+from drillui.faults.grpc_port import GrpcLikePort
+from drillui.redact import redact_text, redact_url
 from drillui.scenarios import (
+    BatchResultEarly,
     ClaimContention,
     DuplicateDelivery,
+    EngineSlow,
     EngineUnreachable,
     Es429,
     Fault,
     KillHolder,
     NoFault,
+    OtlpMismatch,
     PoisonDocument,
+    PostgresUnavailable,
     ProjectionVersion,
+    StaleObsSchema,
+    TracingDisabled,
     WriteBlock,
 )
 from drillui.stack.postgres import free_port, pid_alive
+from worker.db import queries
 
 POISON_PAYLOAD: dict[str, Any] = {"title": "poison document", "n": "not-a-number"}
 """The drill index maps `n` as an integer: the engine's own mapping rejects this (a real 400)."""
@@ -55,7 +66,8 @@ class EngineUnreachableDriver(BaseDriver):
 
     name = "engine_unreachable"
 
-    def __init__(self) -> None:
+    def __init__(self, spec: EngineUnreachable | None = None) -> None:
+        self.spec = spec or EngineUnreachable(type="engine_unreachable")
         self.dead_url: str | None = None
 
     def arm(self, host: DrillHost) -> FaultProof:
@@ -76,6 +88,10 @@ class EngineUnreachableDriver(BaseDriver):
             host.engine.set_reachable(True)
         reachable, what = _settle_probe(host.es_url, want_reachable=True)
         return FaultProof(not reachable, what)
+
+    def recover(self, host: DrillHost) -> None:
+        if self.spec.requeue_on_recover:
+            requeue_failed(host, "now that the engine is back")
 
 
 class Es429Driver(BaseDriver):
@@ -134,15 +150,27 @@ class WriteBlockDriver(BaseDriver):
         return self._set(host, False)
 
     def recover(self, host: DrillHost) -> None:
-        if not self.spec.requeue_on_recover:
-            return
-        ids = host.trigger_ids
-        n = host.db().execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL "
-            "WHERE status = 'failed' AND id = ANY(%s)",
-            (ids,),
-        ).rowcount
-        host.say(f"failure-management loop: requeued {n} failed row(s) now that the block is lifted")
+        if self.spec.requeue_on_recover:
+            requeue_failed(host, "now that the block is lifted")
+
+
+LIST_FAILED_LIMIT = 100_000
+
+
+def requeue_failed(host: DrillHost, why: str) -> None:
+    """The failure-management loop, with the statements of `drillui failed list` and `drillui
+    failed requeue`: the run's failed rows must be among those listed, and are sent round again.
+    Records `failed_listed`: every failed row of the run was listed (and there was one)."""
+    q = queries()
+    mine = set(host.trigger_ids)
+    failed = {r["id"] for r in host.db().execute("SELECT id FROM outbox WHERE status = 'failed' AND id = ANY(%s)",
+                                                   (host.trigger_ids,)).fetchall()}
+    listed = [r["id"] for r in host.db().execute(q["list_failed"], {"projection": None, "limit": LIST_FAILED_LIMIT}).fetchall()  # type: ignore[arg-type]
+              if r["id"] in mine]
+    host.probe("failed_listed", bool(failed) and failed <= set(listed))
+    requeued = host.db().execute(q["requeue_failed"], {"all": False, "ids": listed}).fetchall()  # type: ignore[arg-type]
+    host.say(f"failure-management loop: `drillui failed list` shows {len(listed)} of the run's {len(failed)} failed row(s); "
+             f"requeued {len(requeued)} {why}")
 
 
 def read_write_block(es_url: str, index: str) -> bool:
@@ -358,6 +386,244 @@ class ProjectionVersionDriver(BaseDriver):
         return FaultProof(False, "nothing to revert: each worker ran with its own version")
 
 
+def _knob_lines(host: DrillHost, knob: str) -> list[dict[str, Any]]:
+    return [r for r in host.log_events("*", "faults.knob") if r.get("knob") == knob]
+
+
+def _live_workers(host: DrillHost) -> list[str]:
+    out = []
+    for name in host.worker_names:
+        try:
+            if host.worker(name).alive():
+                out.append(name)
+        except KeyError:
+            continue  # not started (yet)
+    return out
+
+
+class TracingDisabledDriver(BaseDriver):
+    """Tracing off in the drill's workers (runbook 3.2.1), while the engine is really down: the
+    retries are in the metrics and logs, and nothing reaches the trace backend."""
+
+    name = "tracing_disabled"
+
+    def __init__(self, spec: TracingDisabled) -> None:
+        self.spec = spec
+        self.engine = EngineUnreachableDriver() if spec.engine_down else None
+
+    def worker_env(self, worker_index: int) -> dict[str, str]:
+        # The runner turns tracing on for every drill worker; this fault is that it is not.
+        return {"WORDLOOM_TRACING_ENABLED": "0"}
+
+    def arm(self, host: DrillHost) -> FaultProof:
+        live = _live_workers(host)
+        off = {r.get("worker_id") for r in host.log_events("*", "tracing.disabled")}
+        on = [r for r in host.log_events("*", "tracing.config") if r.get("worker_id") not in off]
+        if on or len(off) < len(live):
+            return FaultProof(False, f"{len(off)} of {len(live)} worker(s) logged tracing.disabled: tracing is still on")
+        first = host.log_events("*", "tracing.disabled")[0]
+        evidence = f"{len(off)} worker(s) logged tracing.disabled: {first.get('msg')}"
+        if self.engine is None:
+            return FaultProof(True, evidence)
+        engine = self.engine.arm(host)
+        return FaultProof(engine.armed, f"{evidence}; engine: {engine.evidence}")
+
+    def revert(self, host: DrillHost) -> FaultProof:
+        if self.engine is None:
+            return FaultProof(False, "tracing lives only in the drill's worker processes, which are stopped at the end")
+        engine = self.engine.revert(host)
+        return FaultProof(engine.armed, f"engine: {engine.evidence}; tracing is off only in the drill's workers, stopped at the end")
+
+
+def doctor_otlp(host: DrillHost) -> tuple[bool, str]:
+    """`drillui doctor`'s own otlp.protocol check, on the stack's endpoint and the workers' logs."""
+    from drillui.doctor.checks_tracing import check_otlp_protocol
+    from drillui.doctor.model import DoctorContext, DoctorInputs
+
+    logs = []
+    for name in host.worker_names:
+        try:
+            logs.append(host.worker(name).log_path)
+        except KeyError:
+            continue
+    inputs = DoctorInputs(endpoints=host.endpoints, log_files=tuple(logs), timeout=2.0)
+    with http.client(timeout=2.0) as client:
+        result = check_otlp_protocol(DoctorContext(inputs, client))
+    return result.ok, f"drillui doctor otlp.protocol: {result.status.upper()}: {result.detail}"
+
+
+class OtlpMismatchDriver(BaseDriver):
+    """The workers export OTLP/HTTP where nothing speaks it (runbook 3.2.1: 4317 is gRPC, 4318 is
+    HTTP). Proved by the workers' own startup line and by `drillui doctor`'s check, which must
+    fail now and pass once the workers are restarted on the stack's endpoint (the revert)."""
+
+    name = "otlp_mismatch"
+
+    def __init__(self, spec: OtlpMismatch) -> None:
+        self.spec = spec
+        self.port: GrpcLikePort | None = None
+        self.endpoint = ""
+        self.doctor: list[str] = []
+
+    def prepare(self, host: DrillHost) -> None:
+        if self.spec.mode == "grpc_port":
+            self.port = GrpcLikePort()
+            self.endpoint = self.port.url
+            host.say(f"an OTLP gRPC-like port listens on {self.endpoint}: it answers HTTP/1.1 with HTTP/2 frames")
+        else:
+            self.endpoint = host.endpoints.otlp_endpoint.rstrip("/") + "/v1/traces"
+            host.say(f"the workers get the receiver's full URL as their base endpoint: {redact_url(self.endpoint)}")
+
+    def worker_env(self, worker_index: int) -> dict[str, str]:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint}
+
+    def arm(self, host: DrillHost) -> FaultProof:
+        lines = host.log_events("*", "tracing.startup")
+        bad = [r for r in lines if r.get("collector_reachable") is False]
+        ok, detail = doctor_otlp(host)
+        self.doctor.append("pass" if ok else "fail")
+        armed = bool(lines) and len(bad) == len(lines) and not ok
+        said = ", ".join(sorted({str(r.get("otlp_target")) for r in bad})) or "none"
+        return FaultProof(armed, f"{len(bad)} of {len(lines)} worker(s) logged tracing.startup collector_reachable=false "
+                                 f"(target {redact_url(said)}); {redact_text(detail)}")
+
+    def revert(self, host: DrillHost) -> FaultProof:
+        live = _live_workers(host)
+        if live:
+            host.say("restarting the workers on the stack's OTLP/HTTP endpoint, as the fix is")
+            host.restart_workers({"OTEL_EXPORTER_OTLP_ENDPOINT": host.endpoints.otlp_endpoint})
+        self.release()
+        if not live:
+            host.probe("doctor_otlp_protocol", self.doctor)
+            return FaultProof(False, "no worker runs with the wrong endpoint any more; the gRPC-like port is closed")
+        ok, detail = doctor_otlp(host)
+        self.doctor.append("pass" if ok else "fail")
+        host.probe("doctor_otlp_protocol", self.doctor)
+        return FaultProof(not ok, redact_text(detail))
+
+    def release(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
+
+
+class StaleObsSchemaDriver(BaseDriver):
+    """Workers that speak the previous observability schema, as old code does (runbook 3.1.3)."""
+
+    name = "stale_obs_schema"
+
+    def __init__(self, spec: StaleObsSchema) -> None:
+        self.spec = spec
+
+    def worker_env(self, worker_index: int) -> dict[str, str]:
+        return {"OUTBOX_EXPERIMENT_OBS_SCHEMA": self.spec.emits}
+
+    def arm(self, host: DrillHost) -> FaultProof:
+        live = _live_workers(host)
+        said = [r for r in host.log_events("*", "obs.schema") if r.get("obs_schema") == self.spec.emits]
+        knobs = _knob_lines(host, "OUTBOX_EXPERIMENT_OBS_SCHEMA")
+        armed = len(said) >= len(live) and len(knobs) >= len(live) and bool(live)
+        first = str(said[0].get("msg")) if said else "no startup line says so"
+        return FaultProof(armed, f"{len(said)} of {len(live)} worker(s) started on the stale schema: {first}")
+
+    def revert(self, host: DrillHost) -> FaultProof:
+        return FaultProof(False, "the schema lives only in the drill's worker processes, which are stopped at the end")
+
+
+class BatchResultEarlyDriver(PoisonDocumentDriver):
+    """The knob of runbook manual-test/1 on every worker, and a batch where a document fails."""
+
+    name = "batch_result_early"
+
+    def __init__(self, spec: BatchResultEarly) -> None:
+        super().__init__(PoisonDocument(type="poison_document", count=spec.poison))
+
+    def worker_env(self, worker_index: int) -> dict[str, str]:
+        return {"OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY": "1"}
+
+    def arm(self, host: DrillHost) -> FaultProof:
+        live = _live_workers(host)
+        knobs = _knob_lines(host, "OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY")
+        poison = super().arm(host)
+        armed = bool(live) and len(knobs) >= len(live) and poison.armed
+        return FaultProof(armed, f"{len(knobs)} of {len(live)} worker(s) logged OUTBOX_EXPERIMENT_BATCH_RESULT_EARLY=true; {poison.evidence}")
+
+
+class PostgresUnavailableDriver(BaseDriver):
+    """The stack closes the relay in front of Postgres: the workers' connections are cut and new
+    ones refused, while drillui's own direct connection (its probes, its trigger rows) goes on."""
+
+    name = "postgres_unavailable"
+
+    def unsupported(self, host: DrillHost) -> str | None:
+        if host.postgres is None or not host.postgres.managed:
+            return ("this drill closes the relay the embedded stack puts in front of Postgres, and this infrastructure has "
+                    "none (--infra docker, or DATABASE_URL given): run it on the embedded stack")
+        return None
+
+    def _refused(self, host: DrillHost) -> tuple[bool, str]:
+        url = host.endpoints.database_url
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return True, f"connect {redact_url(url)} -> {type(exc).__name__}: {redact_text(first)}"
+        return False, f"connect {redact_url(url)} -> accepted"
+
+    def arm(self, host: DrillHost) -> FaultProof:
+        assert host.postgres is not None
+        host.postgres.set_reachable(False)
+        refused, what = self._refused(host)
+        direct = host.db().execute("SELECT 1 AS ok").fetchone()
+        return FaultProof(refused and bool(direct), f"{what}; drillui's direct connection answers")
+
+    def revert(self, host: DrillHost) -> FaultProof:
+        assert host.postgres is not None
+        host.postgres.set_reachable(True)
+        refused, what = self._refused(host)
+        return FaultProof(refused, what)
+
+
+class EngineSlowDriver(BaseDriver):
+    """The engine's relay holds every request longer than the workers wait for an answer."""
+
+    name = "engine_slow"
+
+    def __init__(self, spec: EngineSlow) -> None:
+        self.spec = spec
+
+    def unsupported(self, host: DrillHost) -> str | None:
+        if not isinstance(host.engine, LatencySwitch):
+            return ("this drill slows the engine down through the embedded stack's relay, and this infrastructure's engine "
+                    "has none (--infra docker, or ES_URL given): run it on the embedded stack")
+        return None
+
+    def worker_env(self, worker_index: int) -> dict[str, str]:
+        return {"ES_TIMEOUT": str(self.spec.timeout)}
+
+    def _timed(self, host: DrillHost) -> tuple[float, str]:
+        began = time.monotonic()
+        _, what = probe_engine(host.es_url, timeout=self.spec.latency + 5)
+        took = time.monotonic() - began
+        return took, f"{what} in {took:.2f}s"
+
+    def arm(self, host: DrillHost) -> FaultProof:
+        switch = host.engine
+        assert isinstance(switch, LatencySwitch)
+        switch.set_latency(self.spec.latency)
+        took, what = self._timed(host)
+        return FaultProof(took >= self.spec.timeout, f"latency {self.spec.latency:g}s set on the engine's relay: {what}; "
+                                                     f"the workers give up after ES_TIMEOUT={self.spec.timeout:g}s")
+
+    def revert(self, host: DrillHost) -> FaultProof:
+        switch = host.engine
+        assert isinstance(switch, LatencySwitch)
+        switch.set_latency(0)
+        took, what = self._timed(host)
+        return FaultProof(took >= self.spec.timeout, f"latency back to 0: {what}")
+
+
 def _settle_probe(es_url: str, *, want_reachable: bool, timeout: float = 5.0) -> tuple[bool, str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -372,7 +638,7 @@ def driver_for(fault: Fault) -> BaseDriver:
         case NoFault():
             return NoFaultDriver()
         case EngineUnreachable():
-            return EngineUnreachableDriver()
+            return EngineUnreachableDriver(fault)
         case Es429():
             return Es429Driver(fault)
         case WriteBlock():
@@ -387,4 +653,16 @@ def driver_for(fault: Fault) -> BaseDriver:
             return DuplicateDeliveryDriver(fault)
         case ProjectionVersion():
             return ProjectionVersionDriver(fault)
+        case TracingDisabled():
+            return TracingDisabledDriver(fault)
+        case OtlpMismatch():
+            return OtlpMismatchDriver(fault)
+        case StaleObsSchema():
+            return StaleObsSchemaDriver(fault)
+        case BatchResultEarly():
+            return BatchResultEarlyDriver(fault)
+        case PostgresUnavailable():
+            return PostgresUnavailableDriver()
+        case EngineSlow():
+            return EngineSlowDriver(fault)
     raise UsageError(f"fault type {fault.type!r} has no driver")

@@ -20,7 +20,7 @@ import psycopg
 
 from drillui import http
 from drillui.errors import DrillError
-from drillui.faults.base import probe_engine
+from drillui.faults.base import LatencySwitch, probe_engine
 from drillui.runner.infra import Infrastructure
 from worker.db import connect, ensure_schema
 
@@ -123,6 +123,11 @@ def find_dirt(infra: Infrastructure, conn: psycopg.Connection[Any]) -> list[Dirt
     else:
         for name in blocked_indices(infra.endpoints.es_url):
             dirt.append(Dirt(f"index.blocks.write is still true on {name}", "drillui clean lifts it"))
+    engine = infra.engine
+    if isinstance(engine, LatencySwitch) and engine.latency() > 0:
+        dirt.append(Dirt(f"the engine's relay still holds every request {engine.latency():g}s", "drillui clean sets it back to 0"))
+    if infra.postgres is not None and not infra.postgres.reachable():
+        dirt.append(Dirt("the relay in front of Postgres refuses the workers' connections", "drillui clean opens it again"))
     procs = leftover_workers()
     if procs:
         pids = ", ".join(str(p.pid) for p in procs)
@@ -161,6 +166,12 @@ def _clean(infra: Infrastructure, conn: psycopg.Connection[Any], *, rows: bool) 
     if not reachable and infra.engine is not None and infra.engine.managed:
         infra.engine.set_reachable(True)
         done.append("made the search engine reachable again")
+    if isinstance(infra.engine, LatencySwitch) and infra.engine.latency() > 0:
+        infra.engine.set_latency(0)
+        done.append("set the engine's relay latency back to 0")
+    if infra.postgres is not None and not infra.postgres.reachable():
+        infra.postgres.set_reachable(True)
+        done.append("opened the relay in front of Postgres again")
     for name in blocked_indices(infra.endpoints.es_url):
         with http.client(timeout=5) as c:
             c.put(f"{infra.endpoints.es_url}/{name}/_settings", json={"index": {"blocks": {"write": False}}}).raise_for_status()

@@ -25,7 +25,7 @@ import psycopg
 
 from drillui import http
 from drillui.errors import UsageError
-from drillui.faults.base import EngineSwitch
+from drillui.faults.base import EngineSwitch, PostgresSwitch
 from drillui.settings import DrillSettings
 from drillui.stack.stack import Endpoints, Stack, default_state_dir
 
@@ -46,6 +46,8 @@ class Infrastructure:
     in it. None: no Prometheus of the stack's (none at all, yours, or the compose one)."""
     prometheus_note: str = ""
     """Why there is no Prometheus (`endpoints.prometheus_url` empty), and how to get one."""
+    postgres: PostgresSwitch | None = None
+    """The relay in front of the stack's own Postgres (None: Postgres is not the stack's)."""
 
     def base_environment(self) -> Mapping[str, str]:
         return self.environ if self.environ is not None else DrillSettings.build().environ
@@ -95,7 +97,7 @@ def open_infrastructure(
     if running is not None:
         say(f"using the stack already running on {folder} (pid {running.pid})")
         yield Infrastructure(running.endpoints, running.engine_switch, f"embedded stack pid {running.pid}", env,
-                             running.prometheus_targets, running.prometheus_note)
+                             running.prometheus_targets, running.prometheus_note, running.postgres_switch)
         return
     began = time.monotonic()
     say(f"starting the embedded stack in {folder}")
@@ -113,7 +115,8 @@ def open_infrastructure(
                 else "mixed (environment overrides)")
         note = next((p.detail for p in stack.parts if p.name == "prometheus" and not stack.endpoints.prometheus_url), "")
         yield Infrastructure(stack.endpoints, stack.engine_switch, mode, env,
-                             stack.prometheus.targets_dir if stack.prometheus is not None else None, note)
+                             stack.prometheus.targets_dir if stack.prometheus is not None else None, note,
+                             stack.postgres_switch)
     finally:
         stack.stop()
         say("stack stopped")

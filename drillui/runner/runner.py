@@ -41,7 +41,7 @@ from drillui import __version__, http
 from drillui.errors import DrillError, StackError, UsageError
 from drillui.evidence.checks import Verdict, end_state, evaluate, key_figure, report_notes, trace_check_id
 from drillui.evidence.summary import write_summary
-from drillui.faults.base import EngineSwitch, probe_engine
+from drillui.faults.base import EngineSwitch, LatencySwitch, PostgresSwitch, probe_engine
 from drillui.faults.drivers import driver_for
 from drillui.record.eventlog import EventLogWriter
 from drillui.record.events import (
@@ -107,6 +107,7 @@ from drillui.scenarios import Drill
 from drillui.sources.errors import SourceError
 from drillui.sources.metrics import MetricsScraper
 from drillui.sources.traces import span_to_json
+from drillui.stack.stack import Endpoints
 from worker.contract import DEFAULT_SERVICE_NAME
 from worker.db import OutboxStore, connect, ensure_schema
 
@@ -129,6 +130,12 @@ INFRA_ERRORS: Final = (psycopg.Error, httpx.HTTPError, StackError, SourceError, 
 
 class DirtyState(RunRefused):
     title = "Environment not clean"
+
+
+class NotPossibleHere(RunRefused):
+    """The drill's fault needs what this infrastructure cannot do (e.g. the embedded stack's relays)."""
+
+    title = "Drill not possible on this infrastructure"
 
 
 @dataclass(frozen=True)
@@ -425,6 +432,14 @@ class DrillRunner:
         return self.infra.engine
 
     @property
+    def postgres(self) -> PostgresSwitch | None:
+        return self.infra.postgres
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return self.infra.endpoints
+
+    @property
     def index(self) -> str:
         assert self.snapshot is not None
         return f"drillui-{self.drill.id}-{self.snapshot.run_id}".lower().replace("_", "-")
@@ -634,6 +649,9 @@ class DrillRunner:
         """Run the drill; returns its verdict (its `state` says how it ended). Raises
         `RunRefused` (no folder left) when it must not start, `StackError` when the database
         cannot be reached at all."""
+        why = self.fault.unsupported(self)
+        if why is not None:
+            raise NotPossibleHere(f"drill {self.drill.id} cannot run on {self.infra.mode}: {why}")
         try:
             # drillui's own probes go to the server itself: a drill may close the relay the workers use.
             self._conn = connect(self.infra.endpoints.database_direct_url)
@@ -686,6 +704,7 @@ class DrillRunner:
         try:
             try:
                 self._prepare()
+                self.fault.prepare(self)
                 first = self.fault.initial_workers(self.worker_names)
                 self._phase("starting", f"starting worker(s) {', '.join(first)}")
                 self.start_workers(first)
@@ -727,7 +746,7 @@ class DrillRunner:
         if error is not None:
             self.say(f"ERROR: {error}")
         for step in (self._stop_workers, self._stop_side_threads, self.prometheus.remove, self._observers.stop,
-                     self._settle_rows, self._probe_gauges, self._collect_traces, self._check_clean):
+                     self._settle_rows, self._probe_gauges, self._collect_traces, self._check_clean, self.fault.release):
             problem = self._guarded(step)
             error = error or problem
         self._observers.close()
@@ -1059,6 +1078,11 @@ class DrillRunner:
         ok, what = probe_engine(self.es_url)
         if not ok:
             problems.append(f"engine unreachable ({what})")
+        engine = self.infra.engine
+        if isinstance(engine, LatencySwitch) and engine.latency() > 0:
+            problems.append(f"the engine's relay still holds requests {engine.latency():g}s")
+        if self.infra.postgres is not None and not self.infra.postgres.reachable():
+            problems.append("the relay in front of Postgres still refuses the workers' connections")
         left = [w.name for w in self.workers if w.alive()]
         if left:
             problems.append(f"worker process(es) still running: {', '.join(left)}")

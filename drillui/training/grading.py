@@ -27,7 +27,7 @@ from drillui.evidence.state import RunState
 from drillui.scenarios import Drill, Question
 from drillui.sources.logs import LogRecord
 from drillui.sources.metrics import delta
-from worker.contract import REASONS
+from worker.contract import ATTR_OBS_SCHEMA, ATTR_OLD_OUTBOX_ID, OBS_SCHEMA, REASONS
 
 NOTHING_WRONG: Final = "nothing_wrong"
 CLASS_CHOICES: Final[tuple[str, ...]] = (*REASONS, NOTHING_WRONG)
@@ -147,6 +147,34 @@ def _newest_rule_workers(state: RunState) -> dict[str, str]:
     return by_version[max(by_version)] if len(by_version) > 1 else {}
 
 
+def _contradicting_batches(state: RunState) -> dict[str, str]:
+    """Batches whose span says ok (or noop) while a child span of theirs is ERROR or failed."""
+    out: dict[str, str] = {}
+    for span in state.spans.spans.values():
+        batch = span.attributes.get("wordloom.claim_batch_id")
+        if span.operation != "projection.process_batch" or not batch or str(span.attributes.get("result")) not in ("ok", "noop"):
+            continue
+        for child in state.spans.by_trace.get(span.trace_id, {}).values():
+            if child.parent_span_id == span.span_id and (child.status == "ERROR" or str(child.attributes.get("result")) == "failed"):
+                out.setdefault(str(batch), f"span projection.process_batch result={span.attributes.get('result')} over an "
+                                           f"ERROR {child.operation} in trace {span.trace_id[:8]}")
+    return out
+
+
+def _stale_schema_workers(state: RunState) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for rec in _records(state):
+        w = rec.field_text("worker_id")
+        if rec.event == "obs.schema" and w and rec.obs_schema and rec.obs_schema != OBS_SCHEMA:
+            out.setdefault(w, f"log obs.schema of {rec.source} says {rec.obs_schema} (line {rec.line_no})")
+    for span in state.spans.spans.values():
+        schema = span.resource.get(ATTR_OBS_SCHEMA, span.attributes.get(ATTR_OBS_SCHEMA))
+        instance = span.resource.get("service.instance.id")
+        if instance and schema is not None and str(schema) != OBS_SCHEMA:
+            out.setdefault(str(instance), f"span {span.operation} in trace {span.trace_id[:8]} says {ATTR_OBS_SCHEMA}={schema}")
+    return out
+
+
 @dataclass(frozen=True)
 class Property:
     what: str
@@ -173,6 +201,11 @@ PROPERTIES: Final[dict[str, Property]] = {
     "reclaiming_worker": Property("the worker that took the rows back", "worker",
                                   lambda st: _log_ids(st, "outbox.reclaimed", "reclaimed_by")),
     "newest_rule_worker": Property("the worker that projected on the newer rule version", "worker", _newest_rule_workers),
+    "contradicting_batch": Property("the claim_batch_id of a batch whose span says ok while a child span failed", "batch",
+                                    _contradicting_batches),
+    "stale_schema_worker": Property("the worker that runs an old observability schema", "worker", _stale_schema_workers),
+    "db_outage_worker": Property("a worker that lost its connection to Postgres", "worker",
+                                 lambda st: _log_ids(st, "db.unavailable", "worker_id")),
 }
 
 
@@ -235,10 +268,94 @@ def _version_label(state: RunState) -> tuple[bool, str]:
     return False, f"no series of {len(state.metrics.latest)} worker(s)' metrics has a projection_version label"
 
 
-FACTS: Final[dict[str, tuple[str, Callable[[RunState], tuple[bool, str]]]]] = {
+def _run_ids(state: RunState) -> tuple[set[str], set[str], set[str]]:
+    """(outbox event ids, claim batch ids, entity ids) of the run's own events."""
+    return set(state.outbox_event_ids.list()), set(state.claim_batch_ids.list()), set(state.entity_ids.list())
+
+
+def _spans_exported(state: RunState) -> tuple[bool, str]:
+    """A span of the run's events reached the backend: one the run's queries by its ids found,
+    carrying one of its event, batch or (in the previous schema's key) entity ids."""
+    events, batches, entities = _run_ids(state)
+    if not events:
+        return False, "the run has not written its events yet"
+    for span in state.spans.spans.values():
+        a = span.attributes
+        if (str(a.get("wordloom.outbox_event_id")) in events or str(a.get("wordloom.claim_batch_id")) in batches
+                or str(a.get(ATTR_OLD_OUTBOX_ID)) in entities):
+            return True, f"{len(state.spans)} span(s) recorded, e.g. {span.operation} in trace {span.trace_id[:8]}"
+    return False, (f"the trace backend returned no span carrying one of the run's {len(events)} event id(s) "
+                   f"or {len(batches)} batch id(s)")
+
+
+def _logs_have_trace_id(state: RunState) -> tuple[bool, str]:
+    events, batches, _ = _run_ids(state)
+    about = 0
+    for rec in _records(state):
+        carried = rec.fields.get("outbox_event_ids")
+        ids = {str(e) for e in carried} if isinstance(carried, list) else set()
+        if rec.outbox_event_id:
+            ids.add(rec.outbox_event_id)
+        if not (ids & events or (rec.claim_batch_id and rec.claim_batch_id in batches)):
+            continue
+        about += 1
+        if rec.trace_id:
+            return True, f"log {rec.event} of {rec.source} (line {rec.line_no}) carries trace_id {rec.trace_id[:8]}"
+    if not about:
+        return False, "no log line about the run's events yet"
+    return False, f"none of the {about} log line(s) about the run's events carries a trace_id"
+
+
+def _old_key_is_event_id(state: RunState) -> tuple[bool, str]:
+    events, _, entities = _run_ids(state)
+    values = [(str(s.attributes[ATTR_OLD_OUTBOX_ID]), s) for s in state.spans.spans.values() if ATTR_OLD_OUTBOX_ID in s.attributes]
+    if not values:
+        return False, f"no recorded span carries {ATTR_OLD_OUTBOX_ID}"
+    hits = [v for v, _ in values if v in events]
+    if hits:
+        return True, f"{ATTR_OLD_OUTBOX_ID}={hits[0][:8]} is one of the run's outbox event ids"
+    held = sum(1 for v, _ in values if v in entities)
+    return False, f"{held} of {len(values)} span(s) carry an entity id under {ATTR_OLD_OUTBOX_ID}, none an outbox event id"
+
+
+def _failed_event_has_span(state: RunState) -> tuple[bool, str]:
+    failed = set(_rows(state, "failed")) | set(_log_ids(state, "outbox.failed", "outbox_event_id"))
+    for rec in _records(state):
+        carried = rec.fields.get("failed_outbox_event_ids")
+        if rec.event == "projection.batch_processed" and isinstance(carried, list):
+            failed |= {str(e) for e in carried}
+    if not failed:
+        return False, "no event of this run failed (yet)"
+    for span in state.spans.spans.values():
+        if span.operation == "outbox.process" and str(span.attributes.get("wordloom.outbox_event_id")) in failed:
+            return True, f"span outbox.process in trace {span.trace_id[:8]} is the failed event's"
+    return False, f"no outbox.process span recorded for the {len(failed)} failed event(s), asked by outbox_event_id"
+
+
+def _worker_reconnected(state: RunState) -> tuple[bool | None, str]:
+    lost = _log_ids(state, "db.unavailable", "worker_id")
+    back = _log_ids(state, "db.recovered", "worker_id")
+    if not lost:
+        return False, "no worker lost Postgres in this run"
+    again = sorted(set(lost) & set(back))
+    if again:
+        return True, f"{', '.join(w.split('@')[0] for w in again)}: {back[again[0]]} (the process that lost it)"
+    if state.ended is None:
+        # Postgres may still be away, or the worker still backing off: only the end can say no.
+        return None, "Postgres has not come back for the worker yet: answer once it has (after the recovery)"
+    return False, f"{len(lost)} worker(s) lost Postgres and none logged db.recovered before the run ended"
+
+
+FACTS: Final[dict[str, tuple[str, Callable[[RunState], tuple[bool | None, str]]]]] = {
+    # A fact is None while the run cannot tell yet: such an answer is recorded, never counted.
     "event_lost": ("Was any event lost?", _event_lost),
     "applied_twice": ("Was any event applied twice in effect?", _applied_twice),
     "version_label": ("Did a metric grow a projection_version label?", _version_label),
+    "spans_exported": ("Did the trace backend receive a span of this run's events?", _spans_exported),
+    "logs_have_trace_id": ("Do the log lines about the run's events carry a trace_id?", _logs_have_trace_id),
+    "old_key_is_event_id": ("Does wordloom.outbox.id hold the outbox row's id?", _old_key_is_event_id),
+    "failed_event_has_span": ("Does the failed event have an outbox.process span?", _failed_event_has_span),
+    "worker_reconnected": ("Did the worker get back to Postgres on its own?", _worker_reconnected),
 }
 
 
@@ -268,6 +385,8 @@ def grade(question: Question, value: str, state: RunState) -> Grade:
         answer = normalize(given)
         if answer not in ("yes", "no", "y", "n", "true", "false"):
             return Grade(question.id, given, False, "answer yes or no", counted=False)
+        if fact is None:
+            return Grade(question.id, given, False, f"not yet: {why}", counted=False)
         said = answer in ("yes", "y", "true")
         return Grade(question.id, given, said == fact, f"{'yes' if fact else 'no'}: {why}" if said == fact else
                      f"{'yes' if said else 'no'} is not what this run's evidence says")
@@ -348,6 +467,17 @@ NEEDS: Final[dict[str, Callable[[Drill], bool]]] = {
     "event_lost": lambda d: _db(d, "trigger_status", "documents_latest"),
     "applied_twice": lambda d: _db(d, "documents_latest"),
     "version_label": lambda d: "projection_version" in d.expect.forbidden_labels,
+    "contradicting_batch": lambda d: any(t.operation == "projection.process_batch" and t.child is not None for t in d.expect.traces),
+    "stale_schema_worker": lambda d: _logs(d, "obs.schema") or any(t.by == "obs_schema" for t in d.expect.traces),
+    "db_outage_worker": lambda d: _logs(d, "db.unavailable"),
+    # The runner asks the backend by the run's ids whenever the drill has a trace check.
+    "spans_exported": lambda d: bool(d.expect.traces),
+    # Every worker line is recorded, whatever the checks: the run's event lines are always there.
+    "logs_have_trace_id": lambda d: True,
+    "old_key_is_event_id": lambda d: any(t.by == "obs_schema" and t.max_spans != 0 for t in d.expect.traces),
+    "failed_event_has_span": lambda d: (_grows(d, "outbox_terminal_failed_total") or _db(d, "trigger_status", expecting="failed"))
+    and any(t.operation == "outbox.process" and t.by == "outbox_event_id" for t in d.expect.traces),
+    "worker_reconnected": lambda d: _logs(d, "db.recovered") and _logs(d, "db.unavailable"),
 }
 
 

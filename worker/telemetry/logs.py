@@ -53,8 +53,10 @@ def _plain(value: Any) -> Any:
 
 
 class JsonLogger:
-    def __init__(self, *, service: str, worker_id: str, env: str, stream: TextIO | None = None) -> None:
+    def __init__(self, *, service: str, worker_id: str, env: str, stream: TextIO | None = None,
+                 obs_schema: str = OBS_SCHEMA) -> None:
         self.service = service
+        self.obs_schema = obs_schema
         self.worker_id = worker_id
         self.env = env
         self.stream = stream or sys.stdout
@@ -70,7 +72,7 @@ class JsonLogger:
             "service": self.service,
             "worker_id": self.worker_id,
             "env": self.env,
-            "obs_schema": OBS_SCHEMA,
+            "obs_schema": self.obs_schema,
         }
         for key, value in fields.items():
             # Inlined for the common types: this runs for every field of every event's line.

@@ -83,7 +83,8 @@ def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
     head("Goal")
     para(drill.goal)
     head("Fault")
-    params = {k: v for k, v in drill.fault.model_dump().items() if k != "type"}
+    # What the catalog says of the fault: a parameter a drill leaves at its default is not shown.
+    params = {k: v for k, v in drill.fault.model_dump(exclude_unset=True).items() if k != "type"}
     line("type", drill.fault.type + (f"  ({_kv(params)})" if params else ""), "bold")
     w = drill.workload
     line("workload", f"{w.trigger_count} {w.op} event(s) on {w.projection}" + (" via _bulk" if w.bulk else "") + f", batch {w.batch_size}")
@@ -94,7 +95,10 @@ def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
     e = drill.expect
     for m in e.metrics:
         over = " (peak while running)" if getattr(m, "over", "delta") == "peak" else " (after recovery)" if m.at == "recovered" else ""
-        line("metric", f"{m.selector} changes {m.change}{over}")
+        if m.quantile is not None:
+            line("metric", f"p{m.quantile * 100:g} of {m.selector} during the drill {m.change} s")
+        else:
+            line("metric", f"{m.selector} changes {m.change}{over}")
         if m.promql:
             line("", m.promql, "cyan")
     for pq in e.promql:
@@ -106,11 +110,17 @@ def drill_detail(drill: Drill, last: LastVerdict | None) -> RenderableType:
     for t in e.traces:
         attrs = _kv(dict(t.attributes))
         count = f" ({t.min_spans}..{t.max_spans} spans)" if t.max_spans is not None else ""
-        line("trace", f"{t.operation} by {t.by}" + (f" with {attrs}" if attrs else "") + (f", status {t.status}" if t.status else "") + count)
+        child = ""
+        if t.child is not None:
+            wanted = ", ".join(filter(None, [_kv(dict(t.child.attributes)), f"status {t.child.status}" if t.child.status else ""]))
+            child = f", over a child {t.child.operation}" + (f" with {wanted}" if wanted else "")
+        line("trace", f"{t.operation} by {t.by}" + (f" with {attrs}" if attrs else "") + (f", status {t.status}" if t.status else "")
+             + child + count)
     for lg in e.logs:
         fields = _kv(dict(lg.fields))
         count = f" ({lg.min_count}..{lg.max_count} lines)" if lg.max_count is not None else ""
         extra = f", carrying {', '.join(lg.require)}" if lg.require else ""
+        extra += f", without {', '.join(lg.absent)}" if lg.absent else ""
         join = ", joined on trace_id" if lg.joined_on_trace else ""
         line("log", f"{lg.event}" + (f" {fields}" if fields else "") + extra + join + count)
     for db in e.db:
