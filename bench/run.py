@@ -10,7 +10,9 @@ Runs, each variant beside its baseline in the same run and process:
 - the trace store (`bench_tracestore.run`): ingest against the decode-and-walk floor, queries by
   the drills' attributes with the store full, beside a linear scan;
 - the dashboard (`bench_dashboard.flood`): key latency and CPU while workers write log lines and
-  spans arrive, beside the same app with no flood.
+  spans arrive, beside the same app with no flood;
+- the drills: `drillui run --all` on a fresh stack of its own, timed as a user would time it, and
+  the runner's trigger writing (`bench_dashboard.trigger_phase`) by number of events.
 
 Speed is measured here, never asserted in tests: the table says "met" or by how much a goal is
 missed. Numbers move with the machine's load; the load average is printed at both ends.
@@ -103,17 +105,48 @@ def _fmt(line: Line) -> str:
     return f"| {line.section:<11} | {line.figure:<58} | {value:>10} | {line.unit:<7} | {line.goal:<7} | {met:<6} |"
 
 
+def drills(quick: bool) -> list[Line]:
+    """`drillui run --all` on a fresh embedded stack of its own (a user's command, timed from
+    outside), and the runner's trigger writing by size."""
+    import subprocess
+    import tempfile
+
+    import bench_dashboard
+
+    from drillui.scenarios import load_catalog
+
+    catalog = load_catalog(HERE.parent / "scenarios.yaml")
+    folder = Path(tempfile.mkdtemp(prefix="drillui-bench-drills-"))
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "drillui", "--state-dir", str(folder / "state"), "run", "--all", "--json",
+                           "--snapshots", str(folder / "snapshots")], cwd=folder, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - began
+    verdicts = json.loads(proc.stdout) if proc.stdout.strip().startswith("[") else []
+    passed = sum(1 for v in verdicts if v.get("verdict") == "pass")
+    first = {d.id for d in catalog.drills if d.letter in "ABCDEFGH"}
+    a_to_h = sum(float(v.get("duration_seconds") or 0) for v in verdicts if v.get("scenario") in first)
+    out = [
+        Line("drills", f"run --all, {len(catalog.drills)} drills, wall time (stack start included)", wall, "s", "<= 150", wall <= 150),
+        Line("drills", "run --all, drills passed", passed, "drills", f">= {len(catalog.drills)}", passed >= len(catalog.drills)),
+        Line("drills", "drills A-H, sum of their run times", a_to_h, "s", "<= 20", a_to_h <= 20),
+    ]
+    for r in bench_dashboard.trigger_phase([500, 8000] if quick else [500, 2000, 8000]):
+        out.append(Line("drills", f"trigger events written, {r['events']:,} events", r["events_per_s"], "ev/s", ">= 5000",
+                        r["events_per_s"] >= 5000))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one round, smaller backlogs and floods: under three minutes")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
-    ap.add_argument("--only", choices=["relay", "tracestore", "dashboard"], action="append",
+    ap.add_argument("--only", choices=["relay", "tracestore", "dashboard", "drills"], action="append",
                     help="run only these sections (repeatable)")
     args = ap.parse_args(argv)
     began = time.monotonic()
     load_start = os.getloadavg()
     lines: list[Line] = []
-    sections = {"relay": relay, "tracestore": tracestore, "dashboard": dashboard}
+    sections = {"relay": relay, "tracestore": tracestore, "dashboard": dashboard, "drills": drills}
     for name, section in sections.items():
         if args.only and name not in args.only:
             continue
