@@ -240,3 +240,29 @@ def test_trace_filter_matches_recorded_spans_by_id_prefix_and_by_attribute() -> 
     for bad in ("claim_batch_id=", "two words", 'tags={"a":', 'operation=outbox.process tags={"x":"<id>"}'):
         with pytest.raises(ValueError):
             parse_trace_filter(bad)
+
+
+def test_a_dead_workers_last_gauge_reading_is_not_now() -> None:
+    """Drill F: the killed worker last read Lag 5; worker 2 then did all five. The panel's Lag
+    now is worker 2's 0 (the killed one's counters still count: what it did happened)."""
+    from drillui.record.events import WorkerStarted, WorkerStopped
+
+    state = RunState(_drill())
+    labels = {"projection": "p"}
+
+    def scrape(worker: str, t: float, lag: float, retries: float) -> MetricsSampled:
+        return MetricsSampled(worker=worker, phase="live", taken_at=t, wall=t,  # type: ignore[arg-type]
+                              samples=(("outbox_lag_events", labels, lag, "gauge"),
+                                       ("outbox_retry_scheduled_total", {**labels, "reason": "es_connect"}, retries, "counter")))
+
+    for name in ("worker1", "worker2"):
+        state.apply(WorkerStarted(name=name, worker_id=name, pid=1, metrics_url="", log_file=""))
+    state.apply(scrape("worker1", T0, 5, 3))
+    state.apply(scrape("worker2", T0 + 0.5, 5, 0))
+    views = {s.key: signal_view(state, s) for s in SIGNALS}
+    assert views["lag"].value == 5
+    state.apply(WorkerStopped(name="worker1", worker_id="worker1", pid=1, exit_code=-9, how="killed"))
+    state.apply(scrape("worker2", T0 + 2, 0, 1))
+    views = {s.key: signal_view(state, s) for s in SIGNALS}
+    assert views["lag"].value == 0 and views["lag"].peak == 5
+    assert views["retry"].value == 4  # both workers' retries

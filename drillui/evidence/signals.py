@@ -17,7 +17,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Final, Literal
 
 from drillui.scenarios import DrillSignal
-from drillui.sources.metrics import delta
+from drillui.sources.metrics import MetricsSnapshot, delta
 
 if TYPE_CHECKING:
     from drillui.evidence.state import RunState
@@ -75,11 +75,24 @@ def _final_gauge(state: RunState, signal: Signal) -> float | None:
     return float(getattr(g, signal.gauge_field)) if g.wall >= latest else None
 
 
+def live_scrapes(state: RunState) -> dict[str, MetricsSnapshot]:
+    """The latest scrape of each worker still running (of all, when none is).
+
+    A gauge is a reading of now: the last scrape of a worker that was killed or stopped stays
+    at what it read then (drill F: Lag 5 from the killed worker long after worker 2 finished
+    all five events). Counters keep every worker's scrapes: what a dead worker counted happened.
+    """
+    latest = state.metrics.latest
+    live = {w: snap for w, snap in latest.items() if w not in state.workers or state.workers[w].alive}
+    return live or dict(latest)
+
+
 def current(state: RunState, signal: Signal) -> float:
     final = _final_gauge(state, signal)
     if final is not None:
         return final
-    values = [snap.value(signal.metric) for snap in state.metrics.latest.values()]
+    scrapes = state.metrics.latest if signal.kind == "counter" else live_scrapes(state)
+    values = [snap.value(signal.metric) for snap in scrapes.values()]
     if not values:
         return 0.0
     return math.fsum(values) if signal.kind == "counter" else max(values)
@@ -180,7 +193,8 @@ def drill_rows(state: RunState, sig: DrillSignal) -> list[tuple[str, float | Non
         for selector, part in selectors:
             series = [smp for snap in scrapes.values() for smp in snap.series(selector)]
             gauge = bool(series) and all(not smp.cumulative for smp in series)
-            values = [snap.value(selector) for snap in scrapes.values()]
+            readers = live_scrapes(state) if gauge and worker is None else scrapes
+            values = [snap.value(selector) for snap in readers.values()]
             value = (max(values) if gauge else math.fsum(values)) if values else None
             moved = math.fsum(delta(m.baseline(w), snap, selector) for w, snap in scrapes.items())
             out.append((sig.label + part + suffix, value, moved, ""))
