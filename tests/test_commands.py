@@ -32,9 +32,9 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def drillui(tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def drillui(tmp: Path, *args: str, timeout: float = 300, scenarios: Path = ROOT / "scenarios.yaml") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "drillui", "--scenarios", str(ROOT / "scenarios.yaml"), *args],
+        [sys.executable, "-m", "drillui", "--scenarios", str(scenarios), *args],
         env=_env(tmp), capture_output=True, text=True, timeout=timeout, cwd=tmp,
     )
 
@@ -54,14 +54,29 @@ def stack(tmp_path: Path) -> Iterator[Path]:
     proc.stdout.close()
 
 
-@pytest.mark.timeout(400)  # the whole catalog, on a machine shared with other test runs
+# Every drill of the catalog passes on its own in test_drills.py (and `bench/run.py` times
+# `run --all` over all of them): here the command itself, over a catalog of four that covers the
+# end states' variety: A (exported again below), C (verified offline), N (no span expected), Z (control).
+ALL_SUBSET = ("A", "C", "N", "Z")
+
+
+@pytest.mark.timeout(300)
 def test_run_all_from_a_fresh_folder_then_verify_export_list(stack: Path) -> None:
-    proc = drillui(stack, "run", "--all", "--json")
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "scenarios.yaml").read_text(encoding="utf-8"))
+    ids = {CATALOG.get(letter).id for letter in ALL_SUBSET}
+    raw["drills"] = [d for d in raw["drills"] if d["id"] in ids]
+    subset = stack / "subset.yaml"
+    subset.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    drills = [d for d in CATALOG.drills if d.id in ids]
+
+    proc = drillui(stack, "run", "--all", "--json", scenarios=subset)
     assert proc.returncode == 0, proc.stderr[-3000:]
     verdicts = json.loads(proc.stdout)
-    assert [v["scenario"] for v in verdicts] == [d.id for d in CATALOG.drills]
+    assert [v["scenario"] for v in verdicts] == [d.id for d in drills]
     assert all(v["verdict"] == "pass" for v in verdicts)
-    for d in CATALOG.drills:
+    for d in drills:
         [run] = list((stack / "snapshots" / d.id).iterdir())
         # A drill that expects no span (N: Postgres away) has nothing to query the backend for.
         exports = ("_exports/_queries.json",) if d.expect.traces else ()
@@ -70,7 +85,7 @@ def test_run_all_from_a_fresh_folder_then_verify_export_list(stack: Path) -> Non
         assert list((run / "_logs").glob("*.log")) and list((run / "_metrics").glob("metrics-before*.txt"))
 
     listed = drillui(stack, "list")
-    assert listed.returncode == 0 and listed.stdout.count("PASS") == len(CATALOG.drills)
+    assert listed.returncode == 0 and listed.stdout.count("PASS") == len(drills)
 
     # verify: offline, on a copied folder, with no server at all
     shutil.copytree(stack / "snapshots", stack / "copy" / "snapshots")
