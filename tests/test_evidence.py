@@ -29,7 +29,7 @@ from drillui.record.events import (
 )
 from drillui.runner.recorder import Recorder
 from drillui.scenarios import Drill
-from drillui.sources.metrics import MetricsSnapshot
+from drillui.sources.metrics import MetricsSnapshot, delta
 from drillui.sources.traces import span_to_json
 from drillui.ui import demo
 from drillui.ui.widgets.signals import columns
@@ -266,3 +266,31 @@ def test_a_dead_workers_last_gauge_reading_is_not_now() -> None:
     views = {s.key: signal_view(state, s) for s in SIGNALS}
     assert views["lag"].value == 0 and views["lag"].peak == 5
     assert views["retry"].value == 4  # both workers' retries
+
+
+def test_a_worker_restarted_under_its_name_keeps_what_its_first_process_counted() -> None:
+    """Drill J's fix restarts the worker on the right endpoint: its counters start at 0 again.
+    Two events done before the restart and one after are three, not one."""
+    from drillui.record.events import WorkerStarted
+
+    state = RunState(_drill())
+    ok = ("outbox_processed_total", {"result": "ok"})
+
+    def scrape(t: float, done: float, phase: str = "live", full: bool = True) -> MetricsSampled:
+        return MetricsSampled(worker="worker", phase=phase, taken_at=t, wall=t, full=full,  # type: ignore[arg-type]
+                              samples=((*ok, done, "counter"), ("outbox_lag_events", {}, 3 - done, "gauge")))
+
+    started = WorkerStarted(name="worker", worker_id="w", pid=1, metrics_url="", log_file="")
+    state.apply(started)
+    state.apply(scrape(T0, 0, "before"))
+    state.apply(scrape(T0 + 1, 2))
+    state.apply(started)  # the same name, a new process
+    state.apply(MetricsSampled(worker="worker", phase="live", taken_at=T0 + 2, wall=T0 + 2,  # type: ignore[arg-type]
+                               samples=(("outbox_lag_events", {}, 1.0, "gauge"),)))  # the counter not created yet
+    m = state.metrics
+    assert delta(m.baseline("worker"), m.latest["worker"], 'outbox_processed_total{result="ok"}') == 2
+    state.apply(scrape(T0 + 3, 1, "after"))
+    assert delta(m.baseline("worker"), m.phase("after")["worker"], 'outbox_processed_total{result="ok"}') == 3
+    assert m.latest["worker"].value("outbox_lag_events") == 2  # a gauge is read as it is
+    state.apply(scrape(T0 + 4, 2, full=False))  # a partial sample of the same process
+    assert m.latest["worker"].value('outbox_processed_total{result="ok"}') == 4

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from drillui.evidence.rules import PIVOT_ATTRIBUTES, log_complete, log_matches
@@ -53,7 +53,7 @@ from drillui.record.events import (
 )
 from drillui.scenarios import Drill, parse_drill
 from drillui.sources.logs import LineBuffer, LogRecord, parse_line
-from drillui.sources.metrics import MetricsSnapshot, Sample
+from drillui.sources.metrics import MetricsSnapshot, Sample, SeriesKey
 from drillui.sources.traces import Span, Trace, span_from_json
 
 # Points kept per signal: at two samples a second, four minutes of drill.
@@ -145,7 +145,10 @@ class MetricsState:
     """Per worker: the phase scrapes the verdict compares, the latest sample, and the peaks.
 
     A worker that stops answering keeps its last sample: a killed worker's retries do not vanish
-    from the totals.
+    from the totals. A worker restarted under the same name (drill J's fix, the dead-port method
+    of drill A) is a new process whose counters start at 0: its counter-like series continue from
+    its predecessor's last values, so an increase since the "before" scrape keeps what the first
+    process counted.
     """
 
     def __init__(self, peak_selectors: Iterable[str] = (), history: int = HISTORY_POINTS) -> None:
@@ -163,9 +166,28 @@ class MetricsState:
         self.drill_points: dict[str, deque[tuple[float, float]]] = {}
         """Drill signal row -> (unix time, value) after each sample (filled by `signals`)."""
         self.drill_peaks: dict[str, float] = {}
+        self._carry: dict[str, dict[SeriesKey, Sample]] = {}
+        """Worker -> counter-like series of its earlier processes: their last value, added on."""
+        self._restarted: set[str] = set()
+
+    def restarted(self, worker: str) -> None:
+        """A new process for `worker`: its next sample starts its counters from 0."""
+        if worker in self.latest:
+            self._restarted.add(worker)
 
     def add(self, ev: MetricsSampled) -> MetricsSnapshot:
         samples = tuple(Sample(str(n), dict(labels), _num(v), str(kind)) for n, labels, v, kind in ev.samples)
+        if ev.worker in self._restarted:
+            self._restarted.discard(ev.worker)
+            self._carry[ev.worker] = {s.key: s for s in self.latest[ev.worker].samples if s.cumulative}
+        carry = self._carry.get(ev.worker)
+        if carry:
+            samples = tuple(replace(s, value=s.value + carry[s.key].value) if s.key in carry and s.cumulative else s
+                            for s in samples)
+            if ev.full:
+                # A series the new process has not created yet still holds what the old one counted.
+                present = {s.key for s in samples}
+                samples = (*samples, *(c for k, c in carry.items() if k not in present))
         if ev.full or ev.worker not in self.latest:
             snap = MetricsSnapshot("", ev.taken_at, samples)
         else:
@@ -419,6 +441,7 @@ class RunState:
             case Said():
                 self._say(ev.wall, ev.message)
             case WorkerStarted():
+                self.metrics.restarted(ev.name)
                 self.workers[ev.name] = WorkerInfo(ev.name, ev.worker_id, ev.pid, ev.metrics_url, ev.log_file, True)
             case WorkerStopped():
                 info = self.workers.setdefault(ev.name, WorkerInfo(ev.name, ev.worker_id))
