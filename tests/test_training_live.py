@@ -6,7 +6,6 @@ trainee's screen while the trainer's view follows it as a second app.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import threading
 import time
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
@@ -30,6 +28,7 @@ from drillui.ui.app import DrillApp
 from drillui.ui.screens.modals import PickerModal
 from drillui.ui.screens.training import TextInputModal, TraineeScreen, training_options
 from drillui.ui.viewer import TrainerFollowScreen, ViewerApp
+from tests.screen import screen_text as _text
 from worker.db import connect
 
 pytestmark = pytest.mark.slow
@@ -135,11 +134,6 @@ def test_a_warning_from_a_sidecar_is_a_red_herring_and_a_long_hold_stays_transie
 # ---- the blind drill, and the trainer's view as a second app -------------------------------------
 
 
-def _text(app: Any) -> str:
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-    return console.export_text(styles=False)
 
 
 async def _until(pilots: list[Pilot[Any]], cond: Callable[[], bool], timeout: float, what: str) -> None:

@@ -34,6 +34,7 @@ from drillui.stack.tracestore import TraceStoreServer
 from drillui.ui.app import DrillApp
 from drillui.ui.screens.drill import DrillScreen
 from drillui.ui.screens.options import RunOptionsModal
+from tests.screen import screen_text as _text
 from worker.db import connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -175,12 +176,3 @@ async def test_guided_mode_holds_the_fault_until_the_trainer_recovers_it(infra: 
         assert probe_engine(infra.endpoints.es_url)[0]
 
 
-def _text(app: DrillApp) -> str:
-    import io
-
-    from rich.console import Console
-
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-    return console.export_text(styles=False)

@@ -3,7 +3,6 @@ bounded buffer, says when lines come faster than anyone can read, and filters th
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from rich.text import Text
 from textual.pilot import Pilot
 
@@ -21,17 +19,13 @@ from drillui.ui import demo
 from drillui.ui.app import DrillApp
 from drillui.ui.screens.drill import DrillScreen
 from drillui.ui.widgets.logs import LogsPanel
+from tests.screen import screen_text as _text
 
 pytestmark = pytest.mark.anyio
 LINES = 50_000
 CHUNK = 1000
 
 
-def _text(app: DrillApp) -> str:
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-    return console.export_text(styles=False)
 
 
 async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -113,11 +107,7 @@ async def test_span_cells_drawn_straight_look_exactly_as_datatable_draws_them() 
         async with app.run_test(size=(40, 6)) as pilot:
             await pilot.press("down")
             await pilot.pause(0.05)
-            width, height = app.size
-            console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
-                              color_system="truecolor", record=True)
-            console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-            return console.export_text(styles=True)
+            return _text(app, styles=True)
 
     fast = await shot()
     own = traces.SpanTable._render_cell

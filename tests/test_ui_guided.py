@@ -7,14 +7,12 @@ with the real one's signature. The real runner holding a fault until `R` is in t
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, OptionList
 
@@ -35,6 +33,7 @@ from drillui.ui.screens.menu import MenuScreen
 from drillui.ui.screens.modals import ErrorModal
 from drillui.ui.widgets.logs import LogsPanel
 from drillui.ui.widgets.signals import SignalsPanel
+from tests.screen import screen_text as _text
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,11 +57,6 @@ async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float = 1
         await pilot.pause(0.05)
 
 
-def _text(app: DrillApp) -> str:
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-    return console.export_text(styles=False)
 
 
 async def _replayed(pilot: Pilot[Any], until: str = "verified") -> DrillScreen:

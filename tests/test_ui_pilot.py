@@ -7,7 +7,6 @@ those events. `test_ui_drill_a.py` runs the real runner on the embedded stack.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, OptionList, Static, Tree
 
@@ -38,6 +36,7 @@ from drillui.ui.screens.modals import ErrorModal, LogLineModal, PickerModal, Spa
 from drillui.ui.screens.options import RunOptionsModal
 from drillui.ui.widgets.checklist import Checklist
 from drillui.ui.widgets.logs import LogsPanel
+from tests.screen import screen_text as _screen_text
 
 pytestmark = pytest.mark.anyio
 SIZE = (160, 48)
@@ -66,13 +65,6 @@ async def _replayed(pilot: Pilot[Any], until: str = "verified") -> DrillScreen:
     return screen
 
 
-def _screen_text(app: DrillApp) -> str:
-    """What the terminal shows, as plain text (the same render as an SVG screenshot)."""
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
-                      record=True, legacy_windows=False, safe_box=False)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-    return console.export_text(styles=False)
 
 
 def _trace_cell(table: DataTable[Any], row: int, name: str) -> str:

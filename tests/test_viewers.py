@@ -8,7 +8,6 @@ websocket client.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
 import subprocess
@@ -21,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 
 from drillui.evidence.checks import Check
@@ -37,6 +35,7 @@ from drillui.settings import DrillSettings
 from drillui.ui import demo
 from drillui.ui.viewer import FollowScreen, ReplayScreen, ViewerApp, WaitingScreen, live_runs
 from drillui.ui.widgets.timeline import TimelineBar
+from tests.screen import screen_text as _text
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(ROOT / "scenarios.yaml")
@@ -56,11 +55,6 @@ def _recorded(tmp_path: Path) -> Path:
     return snap.path
 
 
-def _text(app: Any) -> str:
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens, simplify=True))
-    return console.export_text(styles=False)
 
 
 async def _until(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, cast
 
 from drillui.evidence.rules import PIVOT_ATTRIBUTES, as_text, pivot_values, span_matches, span_text, trace_check_name
@@ -505,9 +505,6 @@ class Verdict:
                    checks=[Check.from_json(c) for c in d.get("checks", [])], snapshot=str(d.get("snapshot", "")),
                    key_figure=str(d.get("key_figure", "")), duration_seconds=d.get("duration_seconds"),
                    notes=[str(n) for n in d.get("notes", [])], why=str(d.get("why", "")))
-
-    def with_state(self, state: str, why: str = "") -> Verdict:
-        return replace(self, state=state, why=why)
 
 
 def end_state(checks: Sequence[Check], *, stopped: bool, error: str | None) -> tuple[str, str]:

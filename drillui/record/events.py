@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final, Literal, TypeVar
 
@@ -468,10 +468,6 @@ def loads(line: str) -> Event:
     if not isinstance(data, dict):
         raise ValueError("an event is a JSON object")
     return from_json(data)
-
-
-def of_type(events: Sequence[Event], cls: type[E]) -> list[E]:
-    return [e for e in events if isinstance(e, cls)]
 
 
 SPANS_PER_PART = 200

@@ -22,7 +22,7 @@ from typing import Any, Final
 from drillui.errors import UsageError
 from drillui.evidence.state import RunState
 from drillui.record.eventlog import EventLogWriter, follow_events, iter_events
-from drillui.record.events import AnswerGiven, Event, HintGiven, RunEnded, RunStarted
+from drillui.record.events import AnswerGiven, RunEnded, RunStarted
 from drillui.record.reader import RecordedRun, read_run
 from drillui.record.snapshot import ANSWERS, EVENTS, INBOX, RESULT
 from drillui.scenarios import Drill, Question, parse_drill
@@ -190,11 +190,3 @@ def answer(folder: Path, question: str, value: str, *, by: str = "") -> AnswerGi
     return answer_after_end(folder, q, text, by=by)
 
 
-def request_hint(folder: Path, *, by: str = "trainer") -> str:
-    if not is_live(folder):
-        raise UsageError(f"the run in {folder} has ended: hints go to a run in progress")
-    return send(folder, "hint", by=by)
-
-
-def training_events(events: list[Event]) -> list[Event]:
-    return [e for e in events if isinstance(e, (AnswerGiven, HintGiven))]

@@ -243,7 +243,8 @@ class DrillApp(App[int]):
         if self.infra is None:
             if self.stack_state == "starting":
                 self.notify("The stack is starting: the drill begins once it is ready.", title="Training", markup=False)
-                self._when_ready.append(lambda: self.start_training(drill, trainee=trainee, hold=hold))
+                # The latest pick only: picking twice while the stack starts is one drill, not two.
+                self._when_ready[:] = [lambda: self.start_training(drill, trainee=trainee, hold=hold)]
                 return
             self.show_error("The stack is not ready", self.stack_summary or "the infrastructure has not started",
                             "read the stack status, fix it, and start drillui again")

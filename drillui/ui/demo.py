@@ -37,7 +37,6 @@ from drillui.record.events import (
     WorkerStopped,
 )
 from drillui.scenarios import Catalog, parse_catalog
-from drillui.sources.logs import LogRecord, parse_line
 from drillui.sources.metrics import MetricsSnapshot
 from drillui.sources.traces import Span, Trace, span_to_json
 
@@ -223,10 +222,6 @@ def log_lines() -> list[dict[str, Any]]:
                        result="noop", reason="es_404", attempt=last, claim_batch_id=batch_id(last), trace_id=trace_id(last),
                        span_id=_hex(f"p{last}", 16), **common))
     return lines
-
-
-def log_records() -> list[LogRecord]:
-    return [parse_line(json.dumps(rec), source="worker", line_no=i) for i, rec in enumerate(log_lines(), 1)]
 
 
 # ---- traces -------------------------------------------------------------------------------------

@@ -25,10 +25,6 @@ class LastVerdict:
     """How the list shows it: PASS, FAIL, STOPPED, ERROR, ..."""
     path: str
 
-    @property
-    def verdict(self) -> str:
-        return {"passed": "pass", "failed": "fail"}.get(self.state, self.state)
-
 
 def load_last_verdicts(root: Path, drills: Sequence[Drill]) -> dict[str, LastVerdict]:
     """The latest run of each drill under the snapshots root, and how it ended."""

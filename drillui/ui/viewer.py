@@ -30,14 +30,12 @@ from drillui.record.reader import RecordedRun
 from drillui.record.snapshot import EVENTS, RESULT, RUN_ID_PATTERN
 from drillui.scenarios import Catalog, Drill, parse_drill
 from drillui.settings import DrillSettings
+from drillui.training.answers import HEARTBEAT_SECONDS  # a run whose log stopped growing lost its runner
 from drillui.ui.app import DrillApp
 from drillui.ui.screens.drill import DrillScreen
 from drillui.ui.widgets.timeline import TimelineBar
 
 TICK_SECONDS = 0.1
-# A run in progress appends to its event log every half second (the metrics samples); one that
-# has not for this long has lost its runner (killed, machine asleep) and is not followed.
-HEARTBEAT_SECONDS = 15.0
 SCAN_SECONDS = 1.0
 
 

@@ -32,8 +32,6 @@ from drillui.ui.widgets.lists import JKDataTable
 # Spans shown as rows; the others (e.g. an empty claim) are in the span tree.
 SHOWN_OPERATIONS = ("projection.process_batch", "outbox.process", "outbox.claim_batch", "outbox.reclaim")
 MAX_ROWS = 200
-# Most telling first: a narrow panel scrolls sideways for the rest.
-COLUMNS = ("operation", "result", "reason", "att", "+armed", "duration", "id", "trace")
 # The runbook's two pivots, never mixed: one batch, or one event (plus the business entity).
 PIVOTS: dict[str, tuple[str, str]] = {
     "claim_batch_id": ("projection.process_batch", "wordloom.claim_batch_id"),
